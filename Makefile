@@ -1,0 +1,40 @@
+# Everything the project needs is installed from here: `make demo` and `make test` work on a
+# fresh machine with nothing but python3 (>= 3.11) on the PATH.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= results/demo
+
+.PHONY: install demo test lint pytest docs bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The main job: gradient flow against gradient descent on one compressed-sensing instance.
+demo: install
+	$(BIN)/flowdip demo --out $(OUT)
+
+# The whole test command: lint, the test suite (jaxtyping checker on), the docs in strict mode.
+test: lint pytest docs
+
+lint: install
+	$(BIN)/ruff check flowdip tests benchmarks examples
+	$(BIN)/ruff format --check flowdip tests benchmarks examples
+
+pytest: install
+	$(BIN)/python -m pytest -q
+
+docs: install
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
+bench: install
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) site results .pytest_cache

@@ -1,0 +1,48 @@
+"""flowdip: gradient flow versus gradient descent for Deep Inverse Prior networks, in JAX."""
+
+import importlib.metadata
+
+from ._activations import (
+    AbstractActivation as AbstractActivation,
+    Sigmoid as Sigmoid,
+    Softplus as Softplus,
+    Tanh as Tanh,
+)
+from ._dynamics import (
+    AbstractDiscreteDynamics as AbstractDiscreteDynamics,
+    AbstractDynamics as AbstractDynamics,
+    AbstractFlow as AbstractFlow,
+    AbstractStopRule as AbstractStopRule,
+    GradientDescent as GradientDescent,
+    GradientFlow as GradientFlow,
+    LossBelow as LossBelow,
+)
+from ._losses import (
+    AbstractLoss as AbstractLoss,
+    Huber as Huber,
+    MSE as MSE,
+    PowerLoss as PowerLoss,
+    PseudoHuber as PseudoHuber,
+)
+from ._networks import (
+    AbstractGenerator as AbstractGenerator,
+    MLP as MLP,
+    sample_V as sample_V,
+    TwoLayerDIP as TwoLayerDIP,
+    uniform_on_sphere as uniform_on_sphere,
+)
+from ._objective import Objective as Objective
+from ._problem import InverseProblem as InverseProblem
+from ._solve import solve as solve, SolveError as SolveError
+from ._trajectory import RESULTS as RESULTS, Trajectory as Trajectory
+
+
+__version__ = importlib.metadata.version("flowdip")
+from ._compare import (
+    compare as compare,
+    Comparison as Comparison,
+    convergence_order as convergence_order,
+    ConvergenceOrder as ConvergenceOrder,
+    fit_rate as fit_rate,
+    loglog_slope as loglog_slope,
+)

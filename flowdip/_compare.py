@@ -1,0 +1,190 @@
+"""Continuous against discrete: `compare` two trajectories, measure the order of the gap."""
+
+import math
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+from ._dynamics import AbstractFlow, GradientDescent, GradientFlow
+from ._objective import Objective
+from ._solve import solve
+from ._trajectory import Trajectory
+from ._typing import Array, Bool, checked, Float
+
+
+def fit_rate(
+    ts: Float[Array, " T"],
+    loss: Float[Array, " T"],
+    valid: Bool[Array, " T"] | None = None,
+    *,
+    floor: float | None = None,
+) -> Float[Array, ""]:
+    """Fitted exponential rate `r` of `loss ≈ c·e^{−r t}`: minus the least-squares slope of
+    `log loss` against `t`.
+
+    Points that are invalid, non-finite, or below `floor` (default: `1e3·eps·max(loss)`, where
+    round-off takes over) are left out; NaN when fewer than two points remain.
+    """
+    eps = float(jnp.finfo(loss.dtype).eps)
+    ok = jnp.isfinite(loss) & (loss > 0)
+    if valid is not None:
+        ok = ok & valid
+    top = jnp.max(jnp.where(ok, loss, 0))
+    ok = ok & (loss > (1e3 * eps * top if floor is None else floor))
+    w = ok.astype(loss.dtype)
+    count = jnp.sum(w)
+    logl = jnp.log(jnp.where(ok, loss, 1))
+    tbar = jnp.sum(w * ts) / jnp.maximum(count, 1)
+    lbar = jnp.sum(w * logl) / jnp.maximum(count, 1)
+    sxx = jnp.sum(w * (ts - tbar) ** 2)
+    sxy = jnp.sum(w * (ts - tbar) * (logl - lbar))
+    slope = sxy / jnp.where(sxx > 0, sxx, 1)
+    return jnp.where((count >= 2) & (sxx > 0), -slope, jnp.nan)
+
+
+class Comparison(eqx.Module):
+    """A flow and a descent run of the same objective, on common times `t = τη`.
+
+    **Fields:** `ts`, `valid` (both runs still going), `loss_flow`, `loss_descent`,
+    `param_gap` (`‖θ_GD(τη) − θ_GF(τη)‖`), `loss_ratio` (descent over flow),
+    `recovery_error_flow`, `recovery_error_descent`, `rate_flow`, `rate_descent` (fitted
+    exponential rates), `step_size` (`η`), and the two trajectories.
+    """
+
+    ts: Float[Array, " T"]
+    valid: Bool[Array, " T"]
+    loss_flow: Float[Array, " T"]
+    loss_descent: Float[Array, " T"]
+    param_gap: Float[Array, " T"]
+    loss_ratio: Float[Array, " T"]
+    recovery_error_flow: Float[Array, " T"]
+    recovery_error_descent: Float[Array, " T"]
+    rate_flow: Float[Array, ""]
+    rate_descent: Float[Array, ""]
+    step_size: Float[Array, ""]
+    flow: Trajectory
+    descent: Trajectory
+
+
+@checked
+def compare(flow: Trajectory, descent: Trajectory, *, rtol: float = 1e-9) -> Comparison:
+    """Aligns a flow and a descent trajectory of the same objective at their common times.
+
+    Solve the flow with `ts=descent.ts` (both runs need `save_params=True`).
+
+    **Returns:** a [`flowdip.Comparison`][].
+    """
+    if flow.ts.shape != descent.ts.shape or not np.allclose(
+        np.asarray(flow.ts), np.asarray(descent.ts), rtol=rtol, atol=0
+    ):
+        raise ValueError(
+            f"The flow was saved at {flow.ts.shape[0]} times and the descent at "
+            f"{descent.ts.shape[0]} times that differ; solve the flow with ts=descent.ts."
+        )
+    if flow.params is None or descent.params is None:
+        raise ValueError("compare needs parameters at the save times: solve with save_params=True.")
+    if flow.params.shape != descent.params.shape:
+        raise ValueError(
+            f"The trajectories' parameters have shapes {flow.params.shape} and "
+            f"{descent.params.shape}: solve both with the same Objective (same reduced path)."
+        )
+    valid = flow.valid & descent.valid
+    nan = jnp.full((), jnp.nan, flow.loss.dtype)
+    gap = jnp.linalg.norm(descent.params - flow.params, axis=-1)
+    eta = getattr(descent.dynamics, "step_size", nan)
+    return Comparison(
+        ts=descent.ts,
+        valid=valid,
+        loss_flow=flow.loss,
+        loss_descent=descent.loss,
+        param_gap=jnp.where(valid, gap, nan),
+        loss_ratio=jnp.where(valid, descent.loss / flow.loss, nan),
+        recovery_error_flow=flow.recovery_error,
+        recovery_error_descent=descent.recovery_error,
+        rate_flow=fit_rate(flow.ts, flow.loss, flow.valid),
+        rate_descent=fit_rate(descent.ts, descent.loss, descent.valid),
+        step_size=jnp.asarray(eta, flow.loss.dtype),
+        flow=flow,
+        descent=descent,
+    )
+
+
+class ConvergenceOrder(eqx.Module):
+    """The gap `‖θ_GD(t) − θ_flow(t)‖` at one time `t` over step sizes, with its fitted
+    log-log slope (`≈ 1` for descent against the gradient flow: explicit Euler is order 1).
+
+    **Fields:** `t`, `step_sizes`, `gaps`, `slope`, `intercept` (`log gap ≈ intercept +
+    slope · log η`), `flow_loss` (the flow's loss at `t`).
+    """
+
+    t: float = eqx.field(static=True)
+    step_sizes: Float[Array, " S"]
+    gaps: Float[Array, " S"]
+    slope: Float[Array, ""]
+    intercept: Float[Array, ""]
+    flow_loss: Float[Array, ""]
+
+
+def loglog_slope(
+    x: Float[Array, " S"], y: Float[Array, " S"]
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """Least-squares `(slope, intercept)` of `log y` against `log x`."""
+    lx, ly = jnp.log(x), jnp.log(y)
+    A = jnp.stack([lx, jnp.ones_like(lx)], axis=1)
+    coef, *_ = jnp.linalg.lstsq(A, ly)
+    return coef[0], coef[1]
+
+
+@checked
+def convergence_order(
+    objective: Objective,
+    *,
+    step_sizes: Sequence[float] | np.ndarray,
+    t: float,
+    dynamics: AbstractFlow | None = None,
+) -> ConvergenceOrder:
+    """Runs gradient descent at each step size to time `t` and measures its gap to a flow.
+
+    **Arguments:**
+
+    - `objective`: the [`flowdip.Objective`][].
+    - `step_sizes`: at least two step sizes; each must divide `t` (`t/η` an integer).
+    - `t`: the comparison time.
+    - `dynamics`: the flow to compare with (default: a tight flow, Dopri8 at 1e-12 in
+      float64, Tsit5 at 1e-6 in float32).
+
+    **Returns:** a [`flowdip.ConvergenceOrder`][].
+    """
+    etas = [float(e) for e in step_sizes]
+    if len(etas) < 2:
+        raise ValueError("convergence_order needs at least two step sizes.")
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"t must be a finite time > 0; got t={t}.")
+    for eta in etas:
+        if not (math.isfinite(eta) and eta > 0):
+            raise ValueError(f"step sizes must be > 0; got {eta}.")
+        if abs(t / eta - round(t / eta)) > 1e-9 * t / eta:
+            raise ValueError(f"t={t} is not a whole number of steps of size {eta}.")
+    if dynamics is None:
+        if objective.dtype == jnp.float64:
+            dynamics = GradientFlow.reference()
+        else:
+            dynamics = GradientFlow(rtol=1e-6, atol=1e-8)
+    flow = solve(objective, dynamics, t1=t, ts=[t])
+    gaps = []
+    for eta in etas:
+        gd = solve(objective, GradientDescent(eta), num_steps=round(t / eta), ts=[t])
+        gaps.append(jnp.linalg.norm(gd.params[-1] - flow.params[-1]))
+    etas_arr = jnp.asarray(etas, objective.dtype)
+    gaps_arr = jnp.stack(gaps)
+    slope, intercept = loglog_slope(etas_arr, gaps_arr)
+    return ConvergenceOrder(
+        t=float(t),
+        step_sizes=etas_arr,
+        gaps=gaps_arr,
+        slope=slope,
+        intercept=intercept,
+        flow_loss=flow.loss[-1],
+    )

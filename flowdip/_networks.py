@@ -1,0 +1,238 @@
+"""Generators `g(u, θ)`: the papers' two-layer DIP and a deeper MLP, as Equinox modules."""
+
+import abc
+import math
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from ._activations import AbstractActivation, Sigmoid, Tanh
+from ._typing import Array, checked, Float, PRNGKeyArray, PyTree
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    return value
+
+
+def _default_dtype(dtype):
+    return jnp.result_type(float) if dtype is None else dtype
+
+
+def uniform_on_sphere(key: PRNGKeyArray, d: int, dtype=None) -> Float[Array, " d"]:
+    """A point drawn uniformly on the unit sphere of `ℝᵈ` (assumption A-1)."""
+    u = jr.normal(key, (d,), _default_dtype(dtype))
+    return u / jnp.linalg.norm(u)
+
+
+V_LAWS = ("rademacher", "gaussian", "uniform")
+
+
+def sample_V(key: PRNGKeyArray, n: int, k: int, law: str = "rademacher", dtype=None):
+    """Second-layer weights with i.i.d. centred unit-variance entries (assumption A-3).
+
+    `law` is `"rademacher"` (±1, bound D = 1), `"gaussian"` (N(0, 1), unbounded) or
+    `"uniform"` (U(−√3, √3), bound D = √3).
+    """
+    dtype = _default_dtype(dtype)
+    if law == "rademacher":
+        return jr.rademacher(key, (n, k), dtype=dtype)
+    if law == "gaussian":
+        return jr.normal(key, (n, k), dtype)
+    if law == "uniform":
+        s = math.sqrt(3.0)
+        return jr.uniform(key, (n, k), dtype, minval=-s, maxval=s)
+    raise ValueError(f"law must be one of {V_LAWS}; got {law!r}.")
+
+
+class AbstractGenerator(eqx.Module):
+    """A generator `x = g(u, θ)` with a fixed input `u` stored inside the module.
+
+    Subclasses implement `__call__` (the signal) and `trainable_filter` (a pytree of bools, the
+    same structure as the module, marking the parameters `θ` that the dynamics move; everything
+    else is frozen).
+    """
+
+    @abc.abstractmethod
+    def __call__(self) -> Float[Array, " n"]:
+        """The generated signal `g(u, θ)`."""
+
+    @abc.abstractmethod
+    def trainable_filter(self) -> PyTree[bool]:
+        """Filter spec for `eqx.partition`: `True` on the trained leaves."""
+
+    def partition(self) -> tuple[PyTree, PyTree]:
+        """Splits the module into `(trainable, frozen)` with `eqx.partition`."""
+        return eqx.partition(self, self.trainable_filter())
+
+
+class TwoLayerDIP(AbstractGenerator):
+    """The two-layer DIP of P1–P3: `g(u, W) = V φ(W u)/√k` (THEORY.md §1.3).
+
+    **Fields:**
+
+    - `u`: fixed input, shape `(d,)`.
+    - `W`: first layer, shape `(k, d)`; trained.
+    - `V`: second layer, shape `(n, k)`; frozen unless `train_V=True`.
+    - `activation`: the activation `φ`.
+    - `train_V`: also train `V` (the papers keep it fixed).
+    """
+
+    u: Float[Array, " d"]
+    W: Float[Array, "k d"]
+    V: Float[Array, "n k"]
+    activation: AbstractActivation = Sigmoid()
+    train_V: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        if self.W.ndim != 2 or self.u.ndim != 1 or self.V.ndim != 2:
+            raise ValueError(
+                f"Expected u of shape (d,), W of shape (k, d) and V of shape (n, k); got "
+                f"u {self.u.shape}, W {self.W.shape}, V {self.V.shape}."
+            )
+        k, d = self.W.shape
+        if k < 1:
+            raise ValueError(f"The width k must be >= 1; W has shape {self.W.shape}.")
+        if self.u.shape != (d,):
+            raise ValueError(
+                f"u has shape {self.u.shape} but W has shape {self.W.shape}: u "
+                f"must have shape {(d,)}."
+            )
+        if self.V.shape[1] != k:
+            raise ValueError(
+                f"V has shape {self.V.shape} but W has shape {self.W.shape}: V "
+                f"must have {k} columns."
+            )
+
+    @classmethod
+    def init(
+        cls,
+        key: PRNGKeyArray,
+        *,
+        d: int,
+        k: int,
+        n: int,
+        activation: AbstractActivation = Sigmoid(),
+        v_law: str = "rademacher",
+        train_V: bool = False,
+        dtype=None,
+    ) -> "TwoLayerDIP":
+        """The papers' initialisation A-1…A-3.
+
+        `u` uniform on the unit sphere of `ℝᵈ`, `W` with i.i.d. N(0, 1) entries, `V` with
+        i.i.d. unit-variance entries drawn from `v_law` (see [`flowdip.sample_V`][]).
+        """
+        d, k, n = _positive_int("d", d), _positive_int("k", k), _positive_int("n", n)
+        dtype = _default_dtype(dtype)
+        k_u, k_w, k_v = jr.split(key, 3)
+        u = uniform_on_sphere(k_u, d, dtype)
+        W = jr.normal(k_w, (k, d), dtype)
+        V = sample_V(k_v, n, k, v_law, dtype)
+        return cls(u=u, W=W, V=V, activation=activation, train_V=train_V)
+
+    @property
+    def width(self) -> int:
+        """Hidden width `k`."""
+        return self.W.shape[0]
+
+    @property
+    def out_size(self) -> int:
+        """Signal size `n`."""
+        return self.V.shape[0]
+
+    @property
+    def z(self) -> Float[Array, " k"]:
+        """Pre-activations `z = W u`, the only quantity the dynamics move (THEORY.md §1.4)."""
+        return self.W @ self.u
+
+    def __call__(self) -> Float[Array, " n"]:
+        """The signal `V φ(W u)/√k`."""
+        return self.V @ self.activation(self.z) / math.sqrt(self.width)
+
+    def trainable_filter(self) -> PyTree[bool]:
+        """`W` (and `V` if `train_V`) are trained; `u` is frozen."""
+        spec = jax.tree_util.tree_map(lambda _: False, self)
+        return eqx.tree_at(lambda g: (g.W, g.V), spec, (True, self.train_V))
+
+    def jacobian(self) -> Float[Array, "n k d"]:
+        """Closed-form Jacobian `∂g/∂W`: `J[i, j, l] = V[i, j] φ'(z_j) u_l / √k`."""
+        s = self.activation.derivative(self.z) / math.sqrt(self.width)
+        return (self.V * s)[:, :, None] * self.u[None, None, :]
+
+    def ntk_gram(self) -> Float[Array, "n n"]:
+        """`J Jᵀ = (‖u‖²/k) V diag(φ'(z)²) Vᵀ`, in `O(n²k)` without autodiff."""
+        s = self.activation.derivative(self.z)
+        return (jnp.dot(self.u, self.u) / self.width) * (self.V * s**2) @ self.V.T
+
+    def sigma_min_jacobian(self) -> Float[Array, ""]:
+        """`σ_min(J_g(W))` from the closed-form Gram matrix (zero when `k < n`)."""
+        lam = jnp.linalg.eigvalsh(self.ntk_gram())[0]
+        return jnp.sqrt(jnp.maximum(lam, 0))
+
+
+class MLP(AbstractGenerator):
+    """A deep generator `x = W_L φ(… φ(W_1 u/√d) …)/√k_{L−1}` with every weight trained.
+
+    Each layer is scaled by `1/√fan_in` and initialised with N(0, 1) entries (NTK scaling, as
+    the two-layer net), so the two-layer DIP with `V` trained is the depth-2 case.
+    """
+
+    u: Float[Array, " d"]
+    weights: tuple[Float[Array, "?out ?in"], ...]
+    activation: AbstractActivation = Tanh()
+
+    def __check_init__(self):
+        if len(self.weights) < 1:
+            raise ValueError("An MLP needs at least one weight matrix.")
+        fan_in = self.u.shape[0]
+        for i, w in enumerate(self.weights):
+            if w.ndim != 2 or w.shape[1] != fan_in:
+                raise ValueError(f"weights[{i}] has shape {w.shape}; expected (·, {fan_in}).")
+            fan_in = w.shape[0]
+
+    @classmethod
+    @checked
+    def init(
+        cls,
+        key: PRNGKeyArray,
+        *,
+        d: int,
+        widths: Sequence[int],
+        n: int,
+        activation: AbstractActivation = Tanh(),
+        dtype=None,
+    ) -> "MLP":
+        """An MLP with hidden `widths`, input `u` uniform on the sphere of `ℝᵈ`, output size `n`."""
+        sizes = [_positive_int("d", d)]
+        sizes += [_positive_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
+        sizes += [_positive_int("n", n)]
+        dtype = _default_dtype(dtype)
+        k_u, *keys = jr.split(key, len(sizes))
+        u = uniform_on_sphere(k_u, d, dtype)
+        weights = tuple(
+            jr.normal(kk, (fan_out, fan_in), dtype)
+            for kk, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:])
+        )
+        return cls(u=u, weights=weights, activation=activation)
+
+    @property
+    def out_size(self) -> int:
+        """Signal size `n`."""
+        return self.weights[-1].shape[0]
+
+    def __call__(self) -> Float[Array, " n"]:
+        """The signal."""
+        h = self.u
+        for w in self.weights[:-1]:
+            h = self.activation(w @ h / math.sqrt(w.shape[1]))
+        w = self.weights[-1]
+        return w @ h / math.sqrt(w.shape[1])
+
+    def trainable_filter(self) -> PyTree[bool]:
+        """Every weight matrix is trained; `u` is frozen."""
+        spec = jax.tree_util.tree_map(lambda _: True, self)
+        return eqx.tree_at(lambda g: g.u, spec, False)

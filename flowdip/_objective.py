@@ -1,0 +1,169 @@
+"""The objective `F(θ) = ℓ_y(A g(u, θ))` and its one vector field `−∇F`."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from ._losses import AbstractLoss, MSE
+from ._networks import AbstractGenerator, TwoLayerDIP
+from ._problem import InverseProblem, operator_times_columns
+from ._typing import Array, Float, PyTree, RealScalarLike
+
+
+class Objective(eqx.Module):
+    """`F(θ) = ℓ_y(A g(u, θ))` for a problem, a generator and a loss.
+
+    Every dynamics reads the same vector field `−∇F` from here. The *state* a dynamics moves is
+    either the trainable part of the generator (the generic path, gradients by autodiff) or,
+    for a [`flowdip.TwoLayerDIP`][] that trains only `W`, the pre-activations `z = W u ∈ ℝᵏ`
+    (the exact reduced path of THEORY.md §1.4: every gradient in `W` is `(·) uᵀ`, so only `z`
+    moves, at `O(mk)` per step with `B = A V/√k` precomputed). The reduced path is chosen
+    automatically where it applies; [`flowdip.Objective.lift`][] maps a state back to a
+    generator.
+
+    **Arguments:**
+
+    - `problem`: the [`flowdip.InverseProblem`][].
+    - `generator`: the [`flowdip.AbstractGenerator`][] (its current parameters are `θ₀`).
+    - `loss`: the [`flowdip.AbstractLoss`][] (default [`flowdip.MSE`][]).
+    - `reduced`: force (`True`) or forbid (`False`) the reduced path; `None` chooses.
+    """
+
+    problem: InverseProblem
+    generator: AbstractGenerator
+    loss: AbstractLoss
+    reduced: bool = eqx.field(static=True)
+    frozen: PyTree
+    B: Float[Array, "m k"] | None
+
+    def __init__(
+        self,
+        problem: InverseProblem,
+        generator: AbstractGenerator,
+        loss: AbstractLoss = MSE(),
+        *,
+        reduced: bool | None = None,
+    ):
+        n_out = generator().shape
+        if n_out != (problem.n,):
+            raise ValueError(
+                f"The generator outputs signals of shape {n_out} but the problem's operator A "
+                f"has shape {(problem.m, problem.n)}: the generator must output shape "
+                f"{(problem.n,)}."
+            )
+        g_dtype = generator().dtype
+        if g_dtype != problem.y.dtype:
+            raise ValueError(
+                f"The generator computes in {g_dtype} and the problem in {problem.y.dtype}; "
+                "make both the same precision (flowdip never mixes them silently)."
+            )
+        applicable = isinstance(generator, TwoLayerDIP) and not generator.train_V
+        if reduced is None:
+            reduced = applicable
+        elif reduced and not applicable:
+            raise ValueError(
+                "reduced=True needs a TwoLayerDIP whose only trained layer is W "
+                f"(got {type(generator).__name__})."
+            )
+        self.problem = problem
+        self.generator = generator
+        self.loss = loss
+        self.reduced = bool(reduced)
+        if self.reduced:
+            assert isinstance(generator, TwoLayerDIP)
+            self.frozen = None
+            self.B = operator_times_columns(problem.operator, generator.V) / math.sqrt(
+                generator.width
+            )
+        else:
+            self.frozen = generator.partition()[1]
+            self.B = None
+
+    # -- states --------------------------------------------------------------------------
+    def initial_state(self) -> PyTree:
+        """`θ₀` as a state: `z₀ = W₀ u` on the reduced path, the trainable leaves otherwise."""
+        if self.reduced:
+            return self.generator.z
+        return self.generator.partition()[0]
+
+    def lift(self, state: PyTree) -> AbstractGenerator:
+        """The generator with parameters `θ` (on the reduced path `W = W₀ + (z − z₀) uᵀ/‖u‖²`)."""
+        if self.reduced:
+            g = self.generator
+            W = g.W + jnp.outer(state - g.z, g.u) / jnp.dot(g.u, g.u)
+            return eqx.tree_at(lambda m: m.W, g, W)
+        return eqx.combine(state, self.frozen)
+
+    def coordinates(self, state: PyTree) -> Float[Array, " p"]:
+        """`θ − θ₀` flattened in coordinates where the Euclidean norm is the Frobenius norm.
+
+        On the reduced path this is `(z − z₀)/‖u‖`, since `‖W − W₀‖_F = ‖z − z₀‖/‖u‖`.
+        """
+        if self.reduced:
+            return (state - self.generator.z) / jnp.linalg.norm(self.generator.u)
+        flat, _ = ravel_pytree(state)
+        flat0, _ = ravel_pytree(self.initial_state())
+        return flat - flat0
+
+    def displacement(self, state: PyTree) -> Float[Array, ""]:
+        """`‖θ − θ₀‖` (Frobenius)."""
+        return jnp.linalg.norm(self.coordinates(state))
+
+    # -- the objective ---------------------------------------------------------------------
+    def signal(self, state: PyTree) -> Float[Array, " n"]:
+        """The signal `x = g(u, θ)`."""
+        if self.reduced:
+            g = self.generator
+            return g.V @ g.activation(state) / math.sqrt(g.width)
+        return eqx.combine(state, self.frozen)()
+
+    def _measure(self, state: PyTree) -> Float[Array, " m"]:
+        if self.reduced:
+            return self.B @ self.generator.activation(state)
+        return self.problem.forward(self.signal(state))
+
+    def value(self, state: PyTree) -> Float[Array, ""]:
+        """`F(θ) = ℓ_y(A g(u, θ))`."""
+        return self.loss(self._measure(state), self.problem.y)
+
+    def value_and_gradient(self, state: PyTree) -> tuple[Float[Array, ""], PyTree]:
+        """`F(θ)` and `∇F(θ)` in one pass.
+
+        On the reduced path the gradient is `∇_W F · u = ‖u‖² φ'(z) ⊙ Bᵀ∇ℓ`, the velocity
+        of `z` under `W' = −∇_W F`, so that explicit Euler in `z` is exactly gradient descent
+        in `W`.
+        """
+        y = self.problem.y
+        if self.reduced:
+            g = self.generator
+            v = self.B @ g.activation(state)
+            r = self.loss.gradient(v, y)
+            grad = jnp.dot(g.u, g.u) * g.activation.derivative(state) * (self.B.T @ r)
+            return self.loss(v, y), grad
+        v, pullback = jax.vjp(self._measure, state)
+        (grad,) = pullback(self.loss.gradient(v, y))
+        return self.loss(v, y), grad
+
+    def gradient(self, state: PyTree) -> PyTree:
+        """`∇F(θ)` (see `value_and_gradient` for the reduced path)."""
+        return self.value_and_gradient(state)[1]
+
+    def vector_field(self, t: RealScalarLike, state: PyTree, args=None) -> PyTree:
+        """The gradient-flow field `−∇F(θ)`, with Diffrax's `(t, y, args)` signature."""
+        del t, args
+        return jax.tree_util.tree_map(jnp.negative, self.gradient(state))
+
+    def recovery_error(self, state: PyTree) -> Float[Array, ""]:
+        """`‖g(u, θ) − x̄‖`, or NaN when the ground truth is unknown."""
+        x = self.signal(state)
+        if self.problem.x_true is None:
+            return jnp.full((), jnp.nan, x.dtype)
+        return jnp.linalg.norm(x - self.problem.x_true)
+
+    @property
+    def dtype(self):
+        """Floating dtype of the problem."""
+        return self.problem.y.dtype

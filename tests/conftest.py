@@ -1,0 +1,19 @@
+"""Test configuration: float64, strict promotion, 4 simulated CPU devices.
+
+The jaxtyping runtime checker is switched on for the whole package through pytest's
+`--jaxtyping-packages=flowdip,beartype.beartype` (pyproject.toml), so every annotated function
+and module constructor of flowdip is type- and shape-checked while the tests run.
+"""
+
+import os
+
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_num_cpu_devices", 4)
