@@ -297,7 +297,7 @@ class PseudoHuber(AbstractLoss):
             raise ValueError(f"PseudoHuber needs delta > 0; got delta={self.delta}.")
 
     def __call__(self, v: Float[Array, " m"], y: Float[Array, " m"]) -> Float[Array, ""]:
-        """`Σ δ²(√(1 + r_i²/δ²) − 1)`, written as `Σ r_i²/(√(1 + r_i²/δ²) + 1)` (no cancellation)."""
+        """`Σ δ²(√(1 + r_i²/δ²) − 1)`, computed as `Σ r_i²/(√(1 + r_i²/δ²) + 1)`."""
         r = v - y
         q = jnp.sqrt(1 + (r / self.delta) ** 2)
         return jnp.sum(r * r / (q + 1))
