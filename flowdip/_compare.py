@@ -68,21 +68,44 @@ class Comparison(eqx.Module):
     descent: Trajectory
 
 
+def _select(traj: Trajectory, idx) -> Trajectory:
+    per_save = (
+        "ts",
+        "steps",
+        "valid",
+        "loss",
+        "recovery_error",
+        "displacement",
+        "params",
+        "signal",
+    )
+    return eqx.tree_at(
+        lambda t: [getattr(t, f) for f in per_save if getattr(t, f) is not None],
+        traj,
+        [getattr(traj, f)[idx] for f in per_save if getattr(traj, f) is not None],
+    )
+
+
 @checked
 def compare(flow: Trajectory, descent: Trajectory, *, rtol: float = 1e-9) -> Comparison:
-    """Aligns a flow and a descent trajectory of the same objective at their common times.
+    """Aligns a flow and a descent trajectory of the same objective at the descent's times.
 
-    Solve the flow with `ts=descent.ts` (both runs need `save_params=True`).
+    The flow must have been saved at every descent save time (`ts=descent.ts`, or a superset
+    such as a fine grid shared by several step sizes); both runs need `save_params=True`.
 
     **Returns:** a [`flowdip.Comparison`][].
     """
-    if flow.ts.shape != descent.ts.shape or not np.allclose(
-        np.asarray(flow.ts), np.asarray(descent.ts), rtol=rtol, atol=0
-    ):
+    flow_ts, gd_ts = np.asarray(flow.ts), np.asarray(descent.ts)
+    idx = np.searchsorted(flow_ts, gd_ts).clip(0, flow_ts.size - 1)
+    idx_lo = (idx - 1).clip(0)
+    idx = np.where(np.abs(flow_ts[idx_lo] - gd_ts) < np.abs(flow_ts[idx] - gd_ts), idx_lo, idx)
+    matched = np.abs(flow_ts[idx] - gd_ts) <= rtol * np.maximum(np.abs(gd_ts), 1)
+    if not np.all(matched):
         raise ValueError(
-            f"The flow was saved at {flow.ts.shape[0]} times and the descent at "
-            f"{descent.ts.shape[0]} times that differ; solve the flow with ts=descent.ts."
+            f"{int(np.sum(~matched))} of the descent's {gd_ts.size} save times are not among "
+            "the flow's save times; solve the flow with ts=descent.ts (or a superset)."
         )
+    flow = _select(flow, jnp.asarray(idx))
     if flow.params is None or descent.params is None:
         raise ValueError("compare needs parameters at the save times: solve with save_params=True.")
     if flow.params.shape != descent.params.shape:

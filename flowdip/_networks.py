@@ -182,7 +182,7 @@ class MLP(AbstractGenerator):
     """
 
     u: Float[Array, " d"]
-    weights: tuple[Float[Array, "?out ?in"], ...]
+    weights: tuple[Float[Array, "_out _in"], ...]
     activation: AbstractActivation = Tanh()
 
     def __check_init__(self):

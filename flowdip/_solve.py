@@ -66,42 +66,48 @@ def _solve_discrete(
         lambda s: jnp.full((T,) + s.shape, nan), shapes
     )
 
-    def body(carry):
-        tau, state, i, bufs, code, _, _ = carry
-        theta = dynamics.parameters(state)
-        loss, new_state = dynamics.step(objective, state)
-        save_now = (i < T) & (tau == save_steps[jnp.minimum(i, T - 1)])
+    end_code = RESULTS.max_steps_reached if stop is not None else RESULTS.successful
+
+    # The hot loop only steps and checks the stop rules; saves happen between segments, so
+    # that no per-step branch (a select under vmap) evaluates the save statistics.
+    def run_to(target, carry):
+        def cond(c):
+            tau, _, _, done, _ = c
+            return ~done & (tau < target)
+
+        def body(c):
+            tau, state, code, _, _ = c
+            loss, new_state = dynamics.step(objective, state)
+            nonfinite = jnp.isnan(loss)
+            diverged = ~nonfinite & (loss > threshold)
+            converged = stop.met(loss) if stop is not None else jnp.array(False)
+            at_horizon = tau >= horizon
+            code = RESULTS.where(at_horizon, end_code, code)
+            code = RESULTS.where(converged, RESULTS.converged, code)
+            code = RESULTS.where(diverged, RESULTS.diverged, code)
+            code = RESULTS.where(nonfinite, RESULTS.non_finite, code)
+            done = nonfinite | diverged | converged | at_horizon
+            state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), state, new_state)
+            return jnp.where(done, tau, tau + 1), state, code, done, loss
+
+        return jax.lax.while_loop(cond, body, carry)
+
+    def segment(i, c):
+        carry, bufs = c
+        carry = run_to(save_steps[i], carry)
+        tau, state, _, done, _ = carry
+        save_now = ~done & (tau == save_steps[i])
 
         def write(b):
-            row = (loss,) + _stats(objective, theta, save_params, save_signal)
+            theta = dynamics.parameters(state)
+            row = (objective.value(theta),) + _stats(objective, theta, save_params, save_signal)
             return jax.tree_util.tree_map(lambda buf, v: buf.at[i].set(v), b, row)
 
-        bufs = jax.lax.cond(save_now, write, lambda b: b, bufs)
-        i = i + save_now.astype(i.dtype)
-        nonfinite = jnp.isnan(loss)
-        diverged = ~nonfinite & (loss > threshold)
-        converged = stop.met(loss) if stop is not None else jnp.array(False)
-        at_horizon = tau >= horizon
-        end_code = RESULTS.max_steps_reached if stop is not None else RESULTS.successful
-        code = RESULTS.where(at_horizon, end_code, code)
-        code = RESULTS.where(converged, RESULTS.converged, code)
-        code = RESULTS.where(diverged, RESULTS.diverged, code)
-        code = RESULTS.where(nonfinite, RESULTS.non_finite, code)
-        done = nonfinite | diverged | converged | at_horizon
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), state, new_state)
-        tau = jnp.where(done, tau, tau + 1)
-        return tau, state, i, bufs, code, done, loss
+        return carry, jax.lax.cond(save_now, write, lambda b: b, bufs)
 
-    init = (
-        jnp.zeros((), save_steps.dtype),
-        state0,
-        jnp.zeros((), jnp.int32),
-        buffers,
-        RESULTS.successful,
-        jnp.array(False),
-        loss0,
-    )
-    tau, state, _, bufs, code, _, loss = jax.lax.while_loop(lambda c: ~c[5], body, init)
+    carry = (jnp.zeros((), save_steps.dtype), state0, RESULTS.successful, jnp.array(False), loss0)
+    carry, bufs = jax.lax.fori_loop(0, T, segment, (carry, buffers))
+    tau, state, code, _, loss = run_to(horizon + 1, carry)
     theta = dynamics.parameters(state)
     loss_s, rec, disp, params, signal = bufs
     valid = save_steps <= tau
@@ -121,6 +127,7 @@ def _solve_discrete(
         final_loss=loss,
         initial_loss=loss0,
         stop_time=tau.astype(dtype) * eta,
+        horizon=horizon.astype(dtype) * eta,
         num_steps=tau,
         result=code,
         dynamics=dynamics,
@@ -153,8 +160,10 @@ def _solve_flow(
         def cond_fn(t, y, args, **kwargs):
             return stop.residual(objective.value(dynamics.parameters(y)))
 
-        tol = 100 * float(jnp.finfo(dtype).eps)
-        event = dfx.Event(cond_fn, root_finder=optx.Newton(rtol=tol, atol=tol))
+        # Bisection on the step that crossed: always bracketed, unlike Newton, which can stall
+        # on the dense interpolant of a long step.
+        tol = 1e3 * float(jnp.finfo(dtype).eps)
+        event = dfx.Event(cond_fn, root_finder=optx.Bisection(rtol=tol, atol=tol))
     sol = dfx.diffeqsolve(
         dfx.ODETerm(dynamics.vector_field(objective)),
         dynamics.solver,
@@ -202,6 +211,7 @@ def _solve_flow(
         final_loss=final_loss,
         initial_loss=loss0,
         stop_time=stop_time,
+        horizon=t1,
         num_steps=jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
         result=code,
         dynamics=dynamics,

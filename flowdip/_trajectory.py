@@ -52,6 +52,7 @@ class Trajectory(eqx.Module):
     - `final_generator`: the generator with the final parameters.
     - `final_signal`, `final_loss`, `initial_loss`: as named.
     - `stop_time`: the time the run ended (crossing time for a flow that converged).
+    - `horizon`: the requested horizon (`t1`, or `num_steps·η` for descent).
     - `num_steps`: steps taken (descent: the step at which it stopped; flow: accepted steps).
     - `result`: a [`flowdip.RESULTS`][] code.
     - `dynamics`: the dynamics that produced it.
@@ -71,6 +72,7 @@ class Trajectory(eqx.Module):
     final_loss: Float[Array, ""]
     initial_loss: Float[Array, ""]
     stop_time: Float[Array, ""]
+    horizon: Float[Array, ""]
     num_steps: Int[Array, ""]
     result: RESULTS
     dynamics: eqx.Module
@@ -89,4 +91,8 @@ class Trajectory(eqx.Module):
     @property
     def message(self) -> str:
         """The human-readable meaning of `result` (single, unbatched runs only)."""
+        if self.result == RESULTS.max_steps_reached and self.stop_time >= self.horizon:
+            return "The horizon was reached before the stop rule was met."
+        if self.result == RESULTS.successful:
+            return "The horizon was reached."
         return RESULTS[self.result]

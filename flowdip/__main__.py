@@ -1,0 +1,8 @@
+"""`python -m flowdip`."""
+
+import sys
+
+from .cli import main
+
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Paper reproductions and demos, one module each, used by the `flowdip` command line."""
