@@ -23,7 +23,7 @@ import jax.random as jr  # noqa: E402
 import flowdip as fd  # noqa: E402
 
 
-def _time(fn, repeats: int = 3) -> float:
+def _time(fn, repeats: int = 5) -> float:
     fn()  # compile and warm up
     best = float("inf")
     for _ in range(repeats):
@@ -58,7 +58,7 @@ def main() -> None:
         return go
 
     t_reduced = _time(run(reduced, args.steps))
-    generic_steps = max(args.steps // 20, 100)
+    generic_steps = max(args.steps // 10, 100)
     t_generic = _time(run(generic, generic_steps))
 
     @eqx.filter_jit

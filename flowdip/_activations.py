@@ -42,6 +42,12 @@ class AbstractActivation(eqx.Module):
     def second_derivative(self, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """Evaluates `φ''(x)` entrywise."""
 
+    def value_and_derivative(
+        self, x: Float[Array, "*shape"]
+    ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
+        """`(φ(x), φ'(x))`; subclasses share work between the two where they can."""
+        return self(x), self.derivative(x)
+
     @property
     @abc.abstractmethod
     def B(self) -> float:
@@ -81,6 +87,13 @@ class Sigmoid(AbstractActivation):
         """Evaluates `φ'(x) = φ(x)(1 − φ(x))` entrywise."""
         s = self(x)
         return s * (1 - s)
+
+    def value_and_derivative(
+        self, x: Float[Array, "*shape"]
+    ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
+        """`(φ, φ(1 − φ))` from one exponential."""
+        s = self(x)
+        return s, s * (1 - s)
 
     def second_derivative(self, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """Evaluates `φ''(x) = φ(1 − φ)(1 − 2φ)` entrywise."""

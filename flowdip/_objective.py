@@ -38,6 +38,7 @@ class Objective(eqx.Module):
     reduced: bool = eqx.field(static=True)
     frozen: PyTree
     B: Float[Array, "m k"] | None
+    u_norm2: Float[Array, ""] | None
 
     def __init__(
         self,
@@ -75,12 +76,14 @@ class Objective(eqx.Module):
         if self.reduced:
             assert isinstance(generator, TwoLayerDIP)
             self.frozen = None
+            self.u_norm2 = jnp.dot(generator.u, generator.u)
             self.B = operator_times_columns(problem.operator, generator.V) / math.sqrt(
                 generator.width
             )
         else:
             self.frozen = generator.partition()[1]
             self.B = None
+            self.u_norm2 = None
 
     # -- states --------------------------------------------------------------------------
     def initial_state(self) -> PyTree:
@@ -93,7 +96,7 @@ class Objective(eqx.Module):
         """The generator with parameters `θ` (on the reduced path `W = W₀ + (z − z₀) uᵀ/‖u‖²`)."""
         if self.reduced:
             g = self.generator
-            W = g.W + jnp.outer(state - g.z, g.u) / jnp.dot(g.u, g.u)
+            W = g.W + jnp.outer(state - g.z, g.u) / self.u_norm2
             return eqx.tree_at(lambda m: m.W, g, W)
         return eqx.combine(state, self.frozen)
 
@@ -103,7 +106,7 @@ class Objective(eqx.Module):
         On the reduced path this is `(z − z₀)/‖u‖`, since `‖W − W₀‖_F = ‖z − z₀‖/‖u‖`.
         """
         if self.reduced:
-            return (state - self.generator.z) / jnp.linalg.norm(self.generator.u)
+            return (state - self.generator.z) / jnp.sqrt(self.u_norm2)
         flat, _ = ravel_pytree(state)
         flat0, _ = ravel_pytree(self.initial_state())
         return flat - flat0
@@ -139,9 +142,9 @@ class Objective(eqx.Module):
         y = self.problem.y
         if self.reduced:
             g = self.generator
-            v = self.B @ g.activation(state)
-            r = self.loss.gradient(v, y)
-            grad = jnp.dot(g.u, g.u) * g.activation.derivative(state) * (self.B.T @ r)
+            phi, dphi = g.activation.value_and_derivative(state)
+            v = self.B @ phi
+            grad = self.u_norm2 * dphi * (self.B.T @ self.loss.gradient(v, y))
             return self.loss(v, y), grad
         v, pullback = jax.vjp(self._measure, state)
         (grad,) = pullback(self.loss.gradient(v, y))
