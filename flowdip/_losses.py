@@ -30,7 +30,9 @@ def _gauss_legendre_panels(a, b):
     lo, hi = edges[:-1], edges[1:]
     t = (lo[:, None] + hi[:, None]) / 2 + (hi - lo)[:, None] / 2 * x[None, :]
     wt = (hi - lo)[:, None] / 2 * w[None, :]
-    return a[..., None] + (b - a)[..., None] * t.reshape(-1), (b - a)[..., None] * wt.reshape(-1)
+    shape = (1,) * jnp.ndim(a) + (-1,)
+    nodes = a[..., None] + (b - a)[..., None] * t.reshape(shape)
+    return nodes, (b - a)[..., None] * wt.reshape(shape)
 
 
 class AbstractLoss(eqx.Module):

@@ -161,12 +161,12 @@ class TwoLayerDIP(AbstractGenerator):
     def jacobian(self) -> Float[Array, "n k d"]:
         """Closed-form Jacobian `∂g/∂W`: `J[i, j, l] = V[i, j] φ'(z_j) u_l / √k`."""
         s = self.activation.derivative(self.z) / math.sqrt(self.width)
-        return (self.V * s)[:, :, None] * self.u[None, None, :]
+        return (self.V * s[None, :])[:, :, None] * self.u[None, None, :]
 
     def ntk_gram(self) -> Float[Array, "n n"]:
         """`J Jᵀ = (‖u‖²/k) V diag(φ'(z)²) Vᵀ`, in `O(n²k)` without autodiff."""
         s = self.activation.derivative(self.z)
-        return (jnp.dot(self.u, self.u) / self.width) * (self.V * s**2) @ self.V.T
+        return (jnp.dot(self.u, self.u) / self.width) * (self.V * (s**2)[None, :]) @ self.V.T
 
     def sigma_min_jacobian(self) -> Float[Array, ""]:
         """`σ_min(J_g(W))` from the closed-form Gram matrix (zero when `k < n`)."""
@@ -175,10 +175,11 @@ class TwoLayerDIP(AbstractGenerator):
 
 
 class MLP(AbstractGenerator):
-    """A deep generator `x = W_L φ(… φ(W_1 u/√d) …)/√k_{L−1}` with every weight trained.
+    """A deep generator `x = W_L φ(… φ(W_2 φ(W_1 u)/√k_1) …)/√k_{L−1}`, every weight trained.
 
-    Each layer is scaled by `1/√fan_in` and initialised with N(0, 1) entries (NTK scaling, as
-    the two-layer net), so the two-layer DIP with `V` trained is the depth-2 case.
+    Weights are initialised with N(0, 1) entries; each layer after the first is scaled by
+    `1/√fan_in` (NTK scaling) and the first acts on the unit-norm input `u` directly, as in the
+    two-layer net, so the two-layer DIP with `V` trained is the depth-2 case.
     """
 
     u: Float[Array, " d"]
@@ -226,11 +227,12 @@ class MLP(AbstractGenerator):
 
     def __call__(self) -> Float[Array, " n"]:
         """The signal."""
+        # u is on the unit sphere, so the first layer needs no 1/√d: W₁u ~ N(0, I).
         h = self.u
-        for w in self.weights[:-1]:
-            h = self.activation(w @ h / math.sqrt(w.shape[1]))
-        w = self.weights[-1]
-        return w @ h / math.sqrt(w.shape[1])
+        for i, w in enumerate(self.weights):
+            pre = w @ h if i == 0 else w @ h / math.sqrt(w.shape[1])
+            h = self.activation(pre) if i < len(self.weights) - 1 else pre
+        return h
 
     def trainable_filter(self) -> PyTree[bool]:
         """Every weight matrix is trained; `u` is frozen."""
