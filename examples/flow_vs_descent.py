@@ -18,6 +18,6 @@ obj = fd.Objective(problem, net, fd.MSE())  # picks the exact reduced path
 gd = fd.solve(obj, fd.GradientDescent(step_size=1.0), num_steps=2000, stop=fd.LossBelow(1e-7))
 gf = fd.solve(obj, fd.GradientFlow(rtol=1e-8, atol=1e-10), t1=2000.0, ts=gd.ts)
 cmp = fd.compare(gf, gd)  # aligned at t = τ·η
-print(gd.message, int(gd.num_steps), float(cmp.param_gap[-1]), float(cmp.rate_flow))
+print(gd.message, int(gd.num_steps), float(cmp.param_gap[cmp.valid][-1]), float(cmp.rate_flow))
 order = fd.convergence_order(obj, step_sizes=[1.0, 0.5, 0.25, 0.125], t=20.0)
 print(f"gap ∝ η^{float(order.slope):.3f}")  # ≈ 1: explicit Euler is order one
