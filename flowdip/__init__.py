@@ -28,6 +28,7 @@ from ._networks import (
     AbstractGenerator as AbstractGenerator,
     MLP as MLP,
     sample_V as sample_V,
+    sample_W as sample_W,
     TwoLayerDIP as TwoLayerDIP,
     uniform_on_sphere as uniform_on_sphere,
 )
@@ -45,4 +46,16 @@ from ._compare import (
     ConvergenceOrder as ConvergenceOrder,
     fit_rate as fit_rate,
     loglog_slope as loglog_slope,
+)
+from ._sweep import (
+    Grid as Grid,
+    Instance as Instance,
+    load_dataset as load_dataset,
+    merge_sweeps as merge_sweeps,
+    plan_chunks as plan_chunks,
+    result_codes as result_codes,
+    run_cell as run_cell,
+    run_key as run_key,
+    save_dataset as save_dataset,
+    sweep as sweep,
 )

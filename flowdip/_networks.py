@@ -36,17 +36,31 @@ def sample_V(key: PRNGKeyArray, n: int, k: int, law: str = "rademacher", dtype=N
     """Second-layer weights with i.i.d. centred unit-variance entries (assumption A-3).
 
     `law` is `"rademacher"` (±1, bound D = 1), `"gaussian"` (N(0, 1), unbounded) or
-    `"uniform"` (U(−√3, √3), bound D = √3).
+    `"uniform"` (U(−√3, √3), bound D = √3). Column `j` is drawn from `fold_in(key, j)`, so the
+    first `k` columns do not depend on how many are drawn (padded widths reproduce unpadded
+    runs).
     """
     dtype = _default_dtype(dtype)
-    if law == "rademacher":
-        return jr.rademacher(key, (n, k), dtype=dtype)
-    if law == "gaussian":
-        return jr.normal(key, (n, k), dtype)
-    if law == "uniform":
+    if law not in V_LAWS:
+        raise ValueError(f"law must be one of {V_LAWS}; got {law!r}.")
+
+    def column(j):
+        kj = jr.fold_in(key, j)
+        if law == "rademacher":
+            return jr.rademacher(kj, (n,), dtype=dtype)
+        if law == "gaussian":
+            return jr.normal(kj, (n,), dtype)
         s = math.sqrt(3.0)
-        return jr.uniform(key, (n, k), dtype, minval=-s, maxval=s)
-    raise ValueError(f"law must be one of {V_LAWS}; got {law!r}.")
+        return jr.uniform(kj, (n,), dtype, minval=-s, maxval=s)
+
+    return jax.vmap(column, out_axes=1)(jnp.arange(k))
+
+
+def sample_W(key: PRNGKeyArray, k: int, d: int, dtype=None) -> Float[Array, "k d"]:
+    """First-layer weights with i.i.d. N(0, 1) entries (assumption A-2), row `j` drawn from
+    `fold_in(key, j)` (see [`flowdip.sample_V`][])."""
+    dtype = _default_dtype(dtype)
+    return jax.vmap(lambda j: jr.normal(jr.fold_in(key, j), (d,), dtype))(jnp.arange(k))
 
 
 class AbstractGenerator(eqx.Module):
@@ -80,6 +94,9 @@ class TwoLayerDIP(AbstractGenerator):
     - `V`: second layer, shape `(n, k)`; frozen unless `train_V=True`.
     - `activation`: the activation `φ`.
     - `train_V`: also train `V` (the papers keep it fixed).
+    - `mask`: optional 0/1 weights of shape `(k,)` that switch neurons off: the net is then
+      the one of width `k_eff = Σ mask` (the `1/√k` uses `k_eff`), and masked neurons get zero
+      gradient. Sweeps pad widths this way.
     """
 
     u: Float[Array, " d"]
@@ -87,6 +104,7 @@ class TwoLayerDIP(AbstractGenerator):
     V: Float[Array, "n k"]
     activation: AbstractActivation = Sigmoid()
     train_V: bool = eqx.field(static=True, default=False)
+    mask: Float[Array, " k"] | None = None
 
     def __check_init__(self):
         if self.W.ndim != 2 or self.u.ndim != 1 or self.V.ndim != 2:
@@ -130,14 +148,20 @@ class TwoLayerDIP(AbstractGenerator):
         dtype = _default_dtype(dtype)
         k_u, k_w, k_v = jr.split(key, 3)
         u = uniform_on_sphere(k_u, d, dtype)
-        W = jr.normal(k_w, (k, d), dtype)
+        W = sample_W(k_w, k, d, dtype)
         V = sample_V(k_v, n, k, v_law, dtype)
         return cls(u=u, W=W, V=V, activation=activation, train_V=train_V)
 
     @property
     def width(self) -> int:
-        """Hidden width `k`."""
+        """Hidden width `k` (the padded width when a `mask` is set)."""
         return self.W.shape[0]
+
+    def readout(self) -> tuple[Float[Array, "n k"], Float[Array, ""]]:
+        """`(V_eff, 1/√k_eff)`: `V` with masked columns zeroed, and the width scaling."""
+        if self.mask is None:
+            return self.V, jnp.asarray(1 / math.sqrt(self.width), self.V.dtype)
+        return self.V * self.mask[None, :], 1 / jnp.sqrt(jnp.sum(self.mask))
 
     @property
     def out_size(self) -> int:
@@ -151,7 +175,8 @@ class TwoLayerDIP(AbstractGenerator):
 
     def __call__(self) -> Float[Array, " n"]:
         """The signal `V φ(W u)/√k`."""
-        return self.V @ self.activation(self.z) / math.sqrt(self.width)
+        V, c = self.readout()
+        return V @ self.activation(self.z) * c
 
     def trainable_filter(self) -> PyTree[bool]:
         """`W` (and `V` if `train_V`) are trained; `u` is frozen."""
@@ -160,13 +185,15 @@ class TwoLayerDIP(AbstractGenerator):
 
     def jacobian(self) -> Float[Array, "n k d"]:
         """Closed-form Jacobian `∂g/∂W`: `J[i, j, l] = V[i, j] φ'(z_j) u_l / √k`."""
-        s = self.activation.derivative(self.z) / math.sqrt(self.width)
-        return (self.V * s[None, :])[:, :, None] * self.u[None, None, :]
+        V, c = self.readout()
+        s = self.activation.derivative(self.z) * c
+        return (V * s[None, :])[:, :, None] * self.u[None, None, :]
 
     def ntk_gram(self) -> Float[Array, "n n"]:
         """`J Jᵀ = (‖u‖²/k) V diag(φ'(z)²) Vᵀ`, in `O(n²k)` without autodiff."""
+        V, c = self.readout()
         s = self.activation.derivative(self.z)
-        return (jnp.dot(self.u, self.u) / self.width) * (self.V * (s**2)[None, :]) @ self.V.T
+        return (jnp.dot(self.u, self.u) * c**2) * (V * (s**2)[None, :]) @ V.T
 
     def sigma_min_jacobian(self) -> Float[Array, ""]:
         """`σ_min(J_g(W))` from the closed-form Gram matrix (zero when `k < n`)."""

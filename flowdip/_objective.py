@@ -1,7 +1,5 @@
 """The objective `F(θ) = ℓ_y(A g(u, θ))` and its one vector field `−∇F`."""
 
-import math
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -77,9 +75,8 @@ class Objective(eqx.Module):
             assert isinstance(generator, TwoLayerDIP)
             self.frozen = None
             self.u_norm2 = jnp.dot(generator.u, generator.u)
-            self.B = operator_times_columns(problem.operator, generator.V) / math.sqrt(
-                generator.width
-            )
+            V, c = generator.readout()
+            self.B = operator_times_columns(problem.operator, V) * c
         else:
             self.frozen = generator.partition()[1]
             self.B = None
@@ -120,7 +117,8 @@ class Objective(eqx.Module):
         """The signal `x = g(u, θ)`."""
         if self.reduced:
             g = self.generator
-            return g.V @ g.activation(state) / math.sqrt(g.width)
+            V, c = g.readout()
+            return V @ g.activation(state) * c
         return eqx.combine(state, self.frozen)()
 
     def _measure(self, state: PyTree) -> Float[Array, " m"]:

@@ -1,0 +1,575 @@
+"""Batched experiments: every (n, m, k, seed) cell of a grid as one compiled program per
+shape bucket, vmapped, masked, chunked, sharded over devices, streamed to disk, resumable."""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import subprocess
+import time
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from ._activations import AbstractActivation, Sigmoid
+from ._dynamics import AbstractDiscreteDynamics, AbstractDynamics, AbstractFlow, LossBelow
+from ._losses import AbstractLoss, MSE
+from ._networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere
+from ._objective import Objective
+from ._problem import InverseProblem
+from ._solve import solve
+from ._trajectory import RESULTS
+
+
+def _ints(name: str, values) -> tuple[int, ...]:
+    values = (values,) if isinstance(values, int | np.integer) else tuple(values)
+    if not values or any(isinstance(v, bool) or int(v) != v or v < 1 for v in values):
+        raise ValueError(f"{name} must be positive integers; got {values!r}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} has repeated values: {values!r}.")
+    return tuple(sorted(int(v) for v in values))
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The cells of a sweep: every combination of `n`, `m`, `k`, each run `seeds` times.
+
+    **Arguments:** `n` (signal sizes), `m` (measurement counts), `k` (widths): an int or a
+    list each; `seeds`: runs per cell; `d`: input size (it does not affect the dynamics).
+    """
+
+    n: tuple[int, ...]
+    m: tuple[int, ...]
+    k: tuple[int, ...]
+    seeds: int = 50
+    d: int = 10
+
+    def __init__(self, *, n, m, k, seeds: int = 50, d: int = 10):
+        object.__setattr__(self, "n", _ints("n", n))
+        object.__setattr__(self, "m", _ints("m", m))
+        object.__setattr__(self, "k", _ints("k", k))
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}.")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"d must be an integer >= 1; got {d!r}.")
+        object.__setattr__(self, "seeds", seeds)
+        object.__setattr__(self, "d", d)
+
+    @property
+    def num_runs(self) -> int:
+        """Total number of runs."""
+        return len(self.n) * len(self.m) * len(self.k) * self.seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """How each run's problem and network are drawn (the P1 protocol by default).
+
+    `A` (entries N(0,1) for `scaling="unit"`, N(0,1/m) for `"1/m"`) and `x̄` (N(0,1) entries,
+    or uniform on the sphere) come from the run key's problem part; `u`, `W₀` and `V` (law
+    `v_law`) from its network part, neuron by neuron, so that a width-`k` network is the first
+    `k` neurons of any wider one drawn from the same key.
+    """
+
+    activation: AbstractActivation = Sigmoid()
+    v_law: str = "rademacher"
+    scaling: str = "unit"
+    signal: str = "gaussian"
+    noise_std: float = 0.0
+    loss: AbstractLoss = MSE()
+
+    def __post_init__(self):
+        if self.scaling not in ("unit", "1/m"):
+            raise ValueError(f"scaling must be 'unit' or '1/m'; got {self.scaling!r}.")
+        if self.signal not in ("gaussian", "sphere"):
+            raise ValueError(f"signal must be 'gaussian' or 'sphere'; got {self.signal!r}.")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std must be >= 0; got {self.noise_std}.")
+        sample_V(jr.key(0), 1, 1, self.v_law)  # validates the law's name
+
+    def objective(
+        self, key, *, n: int, m: int, k: int, d: int, n_true=None, m_true=None, k_true=None
+    ) -> Objective:
+        """The objective of one run.
+
+        `n`, `m`, `k` are the array sizes; `n_true`, `m_true`, `k_true` (possibly traced)
+        switch off what lies beyond them (zero rows and columns, masked neurons), so that a
+        padded run computes exactly the unpadded one. Every entry is drawn from its own folded
+        key, so values never depend on the padding.
+        """
+        dtype = jnp.result_type(float)
+        k_a, k_x, k_e, k_u, k_w, k_v = jr.split(key, 6)
+        n_true = n if n_true is None else n_true
+        m_true = m if m_true is None else m_true
+        rows = _below(m, m_true, dtype)
+        cols = _below(n, n_true, dtype)
+
+        def entries(kk, shape):
+            idx = [jnp.arange(s) for s in shape]
+            if len(shape) == 1:
+                return jax.vmap(lambda i: jr.normal(jr.fold_in(kk, i), (), dtype))(idx[0])
+            return jax.vmap(
+                lambda i: jax.vmap(
+                    lambda j: jr.normal(jr.fold_in(jr.fold_in(kk, i), j), (), dtype)
+                )(idx[1])
+            )(idx[0])
+
+        A = entries(k_a, (m, n)) * rows[:, None] * cols[None, :]
+        if self.scaling == "1/m":
+            A = A / jnp.sqrt(jnp.asarray(m_true, dtype))
+        x = entries(k_x, (n,)) * cols
+        if self.signal == "sphere":
+            x = x / jnp.linalg.norm(x)
+        y = A @ x + self.noise_std * entries(k_e, (m,)) * rows
+        problem = InverseProblem(A, x, y=y, noise_std=self.noise_std)
+        V = sample_V(k_v, n, k, self.v_law) * cols[:, None]
+        mask = None if k_true is None else _below(k, k_true, dtype)
+        net = TwoLayerDIP(
+            u=uniform_on_sphere(k_u, d),
+            W=sample_W(k_w, k, d),
+            V=V,
+            activation=self.activation,
+            mask=mask,
+        )
+        return Objective(problem, net, self.loss)
+
+
+def _below(size: int, true, dtype):
+    """`[j < true for j in range(size)]` as 0/1 floats (`true` may be traced)."""
+    idx = jnp.arange(size)
+    return (idx < jnp.asarray(true).astype(idx.dtype)).astype(dtype)
+
+
+def run_key(seed: int, n: int, m: int, s: int):
+    """The key of run `s` of the cells with sizes `(n, m)`: shared by every width `k`, so that
+    widths are compared on common random numbers (same `A`, `x̄`, `u` and neurons)."""
+    key = jr.key(seed)
+    for v in (n, m, s):
+        key = jr.fold_in(key, v)
+    return key
+
+
+VARIABLES = (
+    "final_loss",
+    "initial_loss",
+    "converged",
+    "result",
+    "num_steps",
+    "stop_time",
+    "sigma0",
+    "recovery_error",
+)
+
+
+def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d):
+    """One run as a function of its key and true sizes (vmapped by the chunk program)."""
+
+    def run(key, n_true, m_true, k_true):
+        obj = instance.objective(
+            key, n=n_pad, m=m_pad, k=k_pad, d=d, n_true=n_true, m_true=m_true, k_true=k_true
+        )
+        kwargs = dict(t1=horizon) if isinstance(dynamics, AbstractFlow) else {}
+        if isinstance(dynamics, AbstractDiscreteDynamics):
+            kwargs = dict(num_steps=horizon)
+        traj = solve(
+            obj, dynamics, stop=stop, num_saves=1, save_params=False, throw=False, **kwargs
+        )
+        x_true = obj.problem.x_true
+        return dict(
+            final_loss=traj.final_loss,
+            initial_loss=traj.initial_loss,
+            converged=traj.converged,
+            result=traj.result._value,
+            num_steps=traj.num_steps,
+            stop_time=traj.stop_time,
+            sigma0=_sigma0(obj.generator, n_true),
+            recovery_error=jnp.linalg.norm(traj.final_signal - x_true),
+        )
+
+    return run
+
+
+def _sigma0(net: TwoLayerDIP, n_true):
+    # σ_min(J(θ₀)) on the true rows: padded rows of the Gram matrix are zero, so they are
+    # lifted above the spectrum of the true block before taking the smallest eigenvalue.
+    gram = net.ntk_gram()
+    pad = 1 - _below(gram.shape[0], n_true, gram.dtype)
+    lam = jnp.linalg.eigvalsh(gram + jnp.diag(pad * (jnp.trace(gram) + 1)))[0]
+    return jnp.sqrt(jnp.maximum(lam, 0))
+
+
+@eqx.filter_jit
+def _run_chunk(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, sizes):
+    run = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d)
+    return jax.vmap(run)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
+
+
+def run_cell(
+    instance: Instance,
+    dynamics: AbstractDynamics,
+    *,
+    key,
+    n,
+    m,
+    k,
+    d,
+    horizon,
+    stop=None,
+    pad: tuple[int, int, int] | None = None,
+) -> dict:
+    """One run exactly as the sweep runs it (unbatched), optionally padded to sizes `pad`
+    `(n, m, k)`, for checks and debugging."""
+    n_pad, m_pad, k_pad = (n, m, k) if pad is None else pad
+    fn = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d)
+    return fn(key, jnp.asarray(n), jnp.asarray(m), jnp.asarray(k))
+
+
+def _groups(values: tuple[int, ...], ratio: float) -> list[tuple[int, ...]]:
+    groups: list[list[int]] = []
+    for v in values:
+        if groups and v <= ratio * groups[-1][0]:
+            groups[-1].append(v)
+        else:
+            groups.append([v])
+    return [tuple(g) for g in groups]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+    index: int
+    n_pad: int
+    m_pad: int
+    k_pad: int
+    runs: tuple[tuple[int, int, int, int], ...]  # (n, m, k, seed)
+
+    @property
+    def name(self) -> str:
+        return f"chunk_{self.index:05d}.npz"
+
+
+def plan_chunks(grid: Grid, *, chunk_size: int, bucket_ratio: float = 4.0) -> list[_Chunk]:
+    """The sweep's deterministic list of chunks (what `--shard i/N` splits).
+
+    A bucket is one compiled program: `n` is padded to the grid's largest (it costs nothing
+    per step: the reduced step is `O(mk)`), `m` and `k` to the largest of groups whose values
+    lie within a factor `bucket_ratio`.
+    """
+    n_pad = max(grid.n)
+    chunks = []
+    for ms in _groups(grid.m, bucket_ratio):
+        for ks in _groups(grid.k, bucket_ratio):
+            m_pad, k_pad = max(ms), max(ks)
+            # Memory per run is dominated by V (n×k), W (k×d), B (m×k) and A (m×n).
+            per_run = 8 * (k_pad * (n_pad + m_pad + grid.d + 8) + m_pad * n_pad)
+            size = max(1, min(chunk_size, (256 * 2**20) // per_run))
+            runs = [(n, m, k, s) for n in grid.n for m in ms for k in ks for s in range(grid.seeds)]
+            for start in range(0, len(runs), size):
+                chunks.append(
+                    _Chunk(len(chunks), n_pad, m_pad, k_pad, tuple(runs[start : start + size]))
+                )
+    return chunks
+
+
+def _config(grid, instance, dynamics, horizon, stop, seed, chunk_size, bucket_ratio) -> dict:
+    return dict(
+        grid=dataclasses.asdict(grid),
+        instance={f.name: repr(getattr(instance, f.name)) for f in dataclasses.fields(instance)},
+        dynamics=repr(dynamics),
+        step_size=float(getattr(dynamics, "step_size", math.nan)),
+        horizon=horizon,
+        stop=repr(stop),
+        seed=seed,
+        chunk_size=chunk_size,
+        bucket_ratio=bucket_ratio,
+        dtype=str(jnp.result_type(float)),
+    )
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    names = ("flowdip", "jax", "jaxlib", "equinox", "diffrax", "optimistix", "lineax", "numpy")
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_revision() -> str:
+    here = pathlib.Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _atomic_savez(path: pathlib.Path, **arrays) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _shard_devices(*arrays):
+    devices = jax.devices()
+    if len(devices) == 1:
+        return arrays
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
+    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+    return tuple(jax.device_put(a, spec) for a in arrays)
+
+
+def _execute(chunk, grid, instance, dynamics, horizon, stop, seed) -> dict:
+    ndev = len(jax.devices())
+    runs = list(chunk.runs)
+    padded = runs + [runs[-1]] * ((-len(runs)) % ndev)  # repeats of a real run, dropped below
+    keys = jnp.stack([run_key(seed, n, m, s) for n, m, _, s in padded])
+    sizes = jnp.asarray([(n, m, k) for n, m, k, _ in padded], jnp.int32)
+    keys, sizes = _shard_devices(keys, sizes)
+    out = _run_chunk(
+        instance,
+        dynamics,
+        horizon,
+        stop,
+        chunk.n_pad,
+        chunk.m_pad,
+        chunk.k_pad,
+        grid.d,
+        keys,
+        sizes,
+    )
+    out = {name: np.asarray(v)[: len(runs)] for name, v in out.items()}
+    for j, name in enumerate(("n", "m", "k", "seed")):
+        out[name] = np.asarray([r[j] for r in runs])
+    return out
+
+
+def sweep(
+    grid: Grid,
+    *,
+    dynamics: AbstractDynamics,
+    num_steps: int | None = None,
+    t1: float | None = None,
+    stop: LossBelow | None = None,
+    instance: Instance = Instance(),
+    out: str | os.PathLike | None = None,
+    seed: int = 0,
+    chunk_size: int = 512,
+    bucket_ratio: float = 4.0,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+):
+    """Runs every cell of `grid` and returns an `xarray.Dataset` with dims `(n, m, k, seed)`.
+
+    Runs whose `m` and `k` lie within a factor `bucket_ratio` share one compiled program
+    (a bucket): sizes `n` are padded to the grid's largest, `m` and `k` to the bucket's, with
+    masks that make a padded run compute exactly the unpadded one (the `1/√k` uses the true
+    `k`); sizes, widths and seeds are flattened on one batch axis, the batch is sharded over
+    `jax.devices()`, and every run stops on its own (a chunk ends when all its runs have).
+    Per-run data is drawn from keys inside the compiled program.
+
+    **Arguments:**
+
+    - `grid`: the [`flowdip.Grid`][].
+    - `dynamics`: e.g. `GradientDescent(1.0)` with `num_steps`, or a flow with `t1`.
+    - `stop`: the stop rule (e.g. `LossBelow(1e-7)`); `converged` records whether it was met.
+    - `instance`: how problems and networks are drawn ([`flowdip.Instance`][]).
+    - `out`: a folder; each finished chunk is written there at once, and a sweep started again
+      with the same arguments skips the chunks already there (resume after a kill).
+    - `seed`: base seed of the run keys ([`flowdip.run_key`][]).
+    - `chunk_size`: most runs per compiled call (memory grows with it).
+    - `shard`: `(i, N)`: run only chunks `c` with `c % N == i` (a job array); join the
+      outputs with [`flowdip.merge_sweeps`][].
+    - `progress`: show a progress bar.
+
+    **Returns:** an `xarray.Dataset` (cells not run by this shard are NaN; `attrs["complete"]`
+    says whether every cell is filled).
+    """
+    if isinstance(dynamics, AbstractDiscreteDynamics):
+        if num_steps is None:
+            raise ValueError("A discrete dynamics needs num_steps=….")
+        horizon = int(num_steps)
+    elif isinstance(dynamics, AbstractFlow):
+        if t1 is None:
+            raise ValueError("A flow needs t1=….")
+        horizon = float(t1)
+    else:
+        raise TypeError(f"Unknown dynamics {type(dynamics).__name__}.")
+    i, count = shard
+    if not (isinstance(count, int) and count >= 1 and isinstance(i, int) and 0 <= i < count):
+        raise ValueError(f"shard must be (i, N) with 0 <= i < N; got {shard!r}.")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}.")
+    if not bucket_ratio >= 1:
+        raise ValueError(f"bucket_ratio must be >= 1; got {bucket_ratio}.")
+
+    config = _config(grid, instance, dynamics, horizon, stop, seed, chunk_size, bucket_ratio)
+    chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio)
+    mine = [c for c in chunks if c.index % count == i]
+    folder = None if out is None else pathlib.Path(out)
+    results = {}
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = folder / "sweep.json"
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+        if manifest.exists():
+            old = json.loads(manifest.read_text())
+            if old.get("digest") != digest:
+                raise ValueError(
+                    f"{folder} holds a sweep with other arguments ({manifest}); use another "
+                    "folder, or delete it to start again."
+                )
+        else:
+            manifest.write_text(json.dumps(dict(config=config, digest=digest), indent=1))
+        for c in mine:
+            path = folder / c.name
+            if path.exists():
+                with np.load(path) as f:
+                    results[c.index] = {name: f[name] for name in f.files}
+
+    todo = [c for c in mine if c.index not in results]
+    bar = _progress(sum(len(c.runs) for c in mine), len(mine), progress)
+    bar.update(sum(len(c.runs) for c in mine if c.index in results), len(mine) - len(todo))
+    for c in todo:
+        res = _execute(c, grid, instance, dynamics, horizon, stop, seed)
+        if folder is not None:
+            _atomic_savez(folder / c.name, **res)
+        results[c.index] = res
+        bar.update(len(c.runs), 1)
+    bar.close()
+    ds = _assemble(grid, chunks, results, config)
+    if folder is not None:
+        save_dataset(ds, folder / "results.nc")
+    return ds
+
+
+class _progress:
+    def __init__(self, total_runs: int, total_chunks: int, enabled: bool):
+        self.chunks, self.total_chunks = 0, total_chunks
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_runs, unit="run", desc="sweep", smoothing=0.1)
+
+    def update(self, runs: int, chunks: int):
+        self.chunks += chunks
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"chunks {self.chunks}/{self.total_chunks}", refresh=False)
+            self.bar.update(runs)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def result_codes() -> dict[str, int]:
+    """The integer of each [`flowdip.RESULTS`][] code, as stored in sweep datasets."""
+    return {name: int(item._value) for name, item in RESULTS._name_to_item.items()}
+
+
+def _assemble(grid: Grid, chunks, results: dict, config: dict):
+    import xarray as xr
+
+    shape = (len(grid.n), len(grid.m), len(grid.k), grid.seeds)
+    data = {name: np.full(shape, np.nan) for name in VARIABLES}
+    filled = np.zeros(shape, bool)
+    n_idx = {v: j for j, v in enumerate(grid.n)}
+    m_idx = {v: j for j, v in enumerate(grid.m)}
+    k_idx = {v: j for j, v in enumerate(grid.k)}
+    for c in chunks:
+        res = results.get(c.index)
+        if res is None:
+            continue
+        idx = (
+            np.asarray([n_idx[int(v)] for v in res["n"]]),
+            np.asarray([m_idx[int(v)] for v in res["m"]]),
+            np.asarray([k_idx[int(v)] for v in res["k"]]),
+            np.asarray(res["seed"], int),
+        )
+        for name in VARIABLES:
+            data[name][idx] = res[name]
+        filled[idx] = True
+    dims = ("n", "m", "k", "seed")
+    ds = xr.Dataset(
+        {name: (dims, values) for name, values in data.items()},
+        coords=dict(n=list(grid.n), m=list(grid.m), k=list(grid.k), seed=np.arange(grid.seeds)),
+    )
+    ds["filled"] = (dims, filled)
+    ds.attrs.update(
+        config=json.dumps(config),
+        versions=json.dumps(_versions()),
+        git_revision=_git_revision(),
+        result_codes=json.dumps(result_codes()),
+        complete=int(filled.all()),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    return ds
+
+
+def save_dataset(ds, path) -> None:
+    """Writes a sweep dataset to netCDF (booleans as 0/1)."""
+    ds = ds.copy()
+    for name in ds.data_vars:
+        if ds[name].dtype == bool:
+            ds[name] = ds[name].astype("i1")
+    tmp = pathlib.Path(str(path) + ".tmp")
+    ds.to_netcdf(tmp, engine="scipy")
+    os.replace(tmp, path)
+
+
+def load_dataset(path):
+    """Reads a dataset written by [`flowdip.sweep`][]."""
+    import xarray as xr
+
+    with xr.open_dataset(path, engine="scipy") as ds:
+        ds = ds.load()
+    if "filled" in ds:
+        ds["filled"] = ds["filled"].astype(bool)
+    return ds
+
+
+def merge_sweeps(folders: Sequence[str | os.PathLike], out: str | os.PathLike | None = None):
+    """Joins the chunk files that shards of one sweep wrote (to one or several folders)."""
+    folders = [pathlib.Path(f) for f in folders]
+    manifests = [json.loads((f / "sweep.json").read_text()) for f in folders]
+    if len({m["digest"] for m in manifests}) != 1:
+        raise ValueError("These folders hold sweeps with different arguments.")
+    config = manifests[0]["config"]
+    g = config["grid"]
+    grid = Grid(n=g["n"], m=g["m"], k=g["k"], seeds=g["seeds"], d=g["d"])
+    chunks = plan_chunks(grid, chunk_size=config["chunk_size"], bucket_ratio=config["bucket_ratio"])
+    results = {}
+    for folder in folders:
+        for c in chunks:
+            path = folder / c.name
+            if c.index not in results and path.exists():
+                with np.load(path) as f:
+                    results[c.index] = {name: f[name] for name in f.files}
+    ds = _assemble(grid, chunks, results, config)
+    if out is not None:
+        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+        save_dataset(ds, pathlib.Path(out) / "results.nc")
+    return ds

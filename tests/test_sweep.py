@@ -1,0 +1,151 @@
+"""sweep(): batched, padded, sharded, resumable runs against single runs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowdip as fd
+import flowdip._sweep as sweep_module
+
+
+GRID = fd.Grid(n=[6, 10], m=[4], k=[8, 16], seeds=3, d=3)
+INSTANCE = fd.Instance(scaling="1/m")
+DYN = fd.GradientDescent(0.5)
+STEPS = 300
+STOP = fd.LossBelow(1e-4)
+
+
+def _sweep(**kwargs):
+    kwargs = (
+        dict(
+            dynamics=DYN,
+            num_steps=STEPS,
+            stop=STOP,
+            instance=INSTANCE,
+            progress=False,
+            chunk_size=8,
+        )
+        | kwargs
+    )
+    return fd.sweep(GRID, **kwargs)
+
+
+def _same(a, b):
+    for name in sweep_module.VARIABLES:
+        assert np.allclose(
+            a[name].values, b[name].values, rtol=1e-12, atol=1e-14, equal_nan=True
+        ), name
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return _sweep()
+
+
+def test_grid_is_complete_and_chunked(reference):
+    assert reference.attrs["complete"] == 1
+    assert reference.final_loss.dims == ("n", "m", "k", "seed")
+    assert list(reference.k.values) == [8, 16]
+    chunks = fd.plan_chunks(GRID, chunk_size=8)
+    assert sum(len(c.runs) for c in chunks) == GRID.num_runs == 12
+    assert {c.n_pad for c in chunks} == {10} and {c.k_pad for c in chunks} == {16}
+
+
+def test_padded_masked_run_equals_unpadded_run():
+    key = fd.run_key(0, 6, 3, 1)
+    plain = fd.run_cell(INSTANCE, DYN, key=key, n=6, m=3, k=8, d=3, horizon=STEPS, stop=STOP)
+    padded = fd.run_cell(
+        INSTANCE, DYN, key=key, n=6, m=3, k=8, d=3, horizon=STEPS, stop=STOP, pad=(10, 5, 16)
+    )
+    for name in sweep_module.VARIABLES:
+        # σ₀ is the square root of an eigenvalue known to ~eps·trace, hence its atol.
+        atol = 1e-7 if name == "sigma0" else 1e-14
+        assert jnp.allclose(plain[name], padded[name], rtol=1e-12, atol=atol), name
+
+
+def test_sweep_cell_equals_solve_on_the_same_keys(reference):
+    for n, k, s in [(6, 8, 0), (10, 16, 2)]:
+        key = fd.run_key(0, n, 4, s)
+        obj = INSTANCE.objective(key, n=n, m=4, k=k, d=3)
+        traj = fd.solve(obj, DYN, num_steps=STEPS, stop=STOP, throw=False)
+        cell = reference.sel(n=n, m=4, k=k, seed=s)
+        assert np.isclose(cell.final_loss, traj.final_loss, rtol=1e-12)
+        assert int(cell.num_steps) == int(traj.num_steps)
+        assert bool(cell.converged) == bool(traj.converged)
+        assert np.isclose(cell.sigma0, obj.generator.sigma_min_jacobian(), rtol=1e-10)
+        err = jnp.linalg.norm(traj.final_signal - obj.problem.x_true)
+        assert np.isclose(cell.recovery_error, err, rtol=1e-12)
+
+
+def test_four_devices_equal_one(reference, monkeypatch):
+    assert len(jax.devices()) == 4  # tests/conftest.py simulates four CPU devices
+    monkeypatch.setattr(sweep_module.jax, "devices", lambda: jax.local_devices()[:1])
+    _same(reference, _sweep())
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, monkeypatch):
+    real = sweep_module._execute
+    calls = []
+
+    def dying(chunk, *args):
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # killed after the first chunk was written
+        calls.append(chunk.index)
+        return real(chunk, *args)
+
+    monkeypatch.setattr(sweep_module, "_execute", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(out=tmp_path)
+    assert (tmp_path / "chunk_00000.npz").exists()
+    monkeypatch.setattr(
+        sweep_module, "_execute", lambda chunk, *a: calls.append(chunk.index) or real(chunk, *a)
+    )
+    resumed = _sweep(out=tmp_path)
+    assert calls == [0, 1]  # the first chunk was not run again
+    _same(reference, resumed)
+    _same(reference, fd.load_dataset(tmp_path / "results.nc"))
+
+
+def test_resume_refuses_other_arguments(tmp_path):
+    _sweep(out=tmp_path)
+    with pytest.raises(ValueError, match="other arguments"):
+        _sweep(out=tmp_path, num_steps=STEPS + 1)
+
+
+def test_shards_merged_equal_one_process(reference, tmp_path):
+    a = _sweep(out=tmp_path / "a", shard=(0, 2))
+    b = _sweep(out=tmp_path / "b", shard=(1, 2))
+    assert a.attrs["complete"] == 0 and b.attrs["complete"] == 0
+    merged = fd.merge_sweeps([tmp_path / "a", tmp_path / "b"], out=tmp_path / "all")
+    assert merged.attrs["complete"] == 1
+    _same(reference, merged)
+
+
+def test_a_diverging_cell_does_not_stop_the_others():
+    grid = fd.Grid(n=[4, 40], m=[4], k=[16], seeds=2, d=3)
+    ds = fd.sweep(
+        grid,
+        dynamics=fd.GradientDescent(30.0),
+        num_steps=300,
+        stop=STOP,
+        instance=fd.Instance(activation=fd.Softplus()),
+        progress=False,
+    )
+    codes = fd.result_codes()
+    assert np.all(ds.result.sel(n=40).values == codes["diverged"])
+    first = ds.sel(n=4, m=4, k=16, seed=0)  # a run in the same compiled batch that finishes
+    assert int(first.result) == codes["max_steps_reached"] and int(first.num_steps) == 300
+    assert bool(ds.filled.all())
+    assert np.all(np.isfinite(ds.final_loss.values))
+
+
+def test_bad_sweep_arguments():
+    with pytest.raises(ValueError, match="num_steps"):
+        fd.sweep(GRID, dynamics=DYN, progress=False)
+    with pytest.raises(ValueError, match="shard"):
+        _sweep(shard=(2, 2))
+    with pytest.raises(ValueError, match="k must be"):
+        fd.Grid(n=[4], m=[2], k=[0])
+    with pytest.raises(ValueError, match="scaling"):
+        fd.Instance(scaling="2/m")
