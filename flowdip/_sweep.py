@@ -155,6 +155,22 @@ def run_key(seed: int, n: int, m: int, s: int):
     return key
 
 
+@jax.jit
+def _keys_from(base, nms):
+    def one(row):
+        key = base
+        for j in range(3):
+            key = jr.fold_in(key, row[j])
+        return key
+
+    return jax.vmap(one)(nms)
+
+
+def _run_keys(seed: int, nms: np.ndarray):
+    """`run_key(seed, n, m, s)` for every row `(n, m, s)`, in one compiled call."""
+    return _keys_from(jr.key(seed), jnp.asarray(nms))
+
+
 VARIABLES = (
     "final_loss",
     "initial_loss",
@@ -345,7 +361,7 @@ def _execute(chunk, grid, instance, dynamics, horizon, stop, seed) -> dict:
     ndev = len(jax.devices())
     runs = list(chunk.runs)
     padded = runs + [runs[-1]] * ((-len(runs)) % ndev)  # repeats of a real run, dropped below
-    keys = jnp.stack([run_key(seed, n, m, s) for n, m, _, s in padded])
+    keys = _run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in padded], np.int32))
     sizes = jnp.asarray([(n, m, k) for n, m, k, _ in padded], jnp.int32)
     keys, sizes = _shard_devices(keys, sizes)
     out = _run_chunk(

@@ -1,0 +1,103 @@
+"""Run-steps per second of one small grid run three ways, in one run.
+
+- batched: `fd.sweep` (reduced two-layer path, vmapped, masked, one program per bucket);
+- generic: the same runs on the W-space autodiff path, vmapped (`Objective(reduced=False)`);
+- per-run loop: a Python loop over runs, each a jitted single run (`fd.run_cell`).
+
+Every run does the same number of steps (no stop rule), so run-steps = runs × steps. Peak
+memory (max RSS) is printed at the end. Target (issue 3): batched ≥ 100× the per-run loop.
+
+    python benchmarks/bench_sweep.py [--steps 2000 --seeds 32]
+"""
+
+import argparse
+import resource
+import time
+
+import jax
+
+
+jax.config.update("jax_enable_x64", True)
+
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import flowdip as fd  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--loop-runs", type=int, default=16)
+    args = parser.parse_args()
+
+    grid = fd.Grid(n=[20, 40], m=[10], k=[100, 200], seeds=args.seeds, d=10)
+    instance = fd.Instance(scaling="1/m")
+    dyn = fd.GradientDescent(0.5)
+    runs = grid.num_runs
+
+    def batched():
+        ds = fd.sweep(grid, dynamics=dyn, num_steps=args.steps, instance=instance, progress=False)
+        return ds.final_loss.values
+
+    batched()  # compile
+    start = time.perf_counter()
+    batched()
+    t_batched = time.perf_counter() - start
+
+    @eqx.filter_jit
+    def generic(keys, n, k):
+        def one(key):
+            obj = instance.objective(key, n=n, m=10, k=k, d=10)
+            obj = fd.Objective(obj.problem, obj.generator, obj.loss, reduced=False)
+            traj = fd.solve(
+                obj, dyn, num_steps=args.steps, num_saves=1, save_params=False, throw=False
+            )
+            return traj.final_loss
+
+        return jax.vmap(one)(keys)
+
+    cells = [(n, k) for n in grid.n for k in grid.k]
+    keysets = {
+        (n, k): jnp.stack([fd.run_key(0, n, 10, s) for s in range(args.seeds)]) for n, k in cells
+    }
+    for n, k in cells:
+        jax.block_until_ready(generic(keysets[n, k], n, k))
+    start = time.perf_counter()
+    for n, k in cells:
+        jax.block_until_ready(generic(keysets[n, k], n, k))
+    t_generic = time.perf_counter() - start
+
+    single = eqx.filter_jit(fd.run_cell)
+    loop_cells = [(n, k, s) for n, k in cells for s in range(args.loop_runs // len(cells))]
+    for n, k in cells:
+        jax.block_until_ready(
+            single(
+                instance, dyn, key=fd.run_key(0, n, 10, 0), n=n, m=10, k=k, d=10, horizon=args.steps
+            )
+        )
+    start = time.perf_counter()
+    for n, k, s in loop_cells:
+        out = single(
+            instance, dyn, key=fd.run_key(0, n, 10, s), n=n, m=10, k=k, d=10, horizon=args.steps
+        )
+        jax.block_until_ready(out)
+    t_loop = (time.perf_counter() - start) / len(loop_cells) * runs
+
+    rates = [runs * args.steps / t for t in (t_batched, t_generic, t_loop)]
+    print(
+        f"grid n={list(grid.n)}, m=10, k={list(grid.k)}, {args.seeds} seeds = {runs} runs "
+        f"x {args.steps} steps, float64, {len(jax.devices())} {jax.devices()[0].platform} "
+        "device(s)"
+    )
+    for name, rate in zip(("batched sweep", "generic W-space, vmapped", "per-run loop"), rates):
+        print(f"  {name:<26} {rate:>14,.0f} run-steps/s")
+    print(f"  batched / per-run loop = {rates[0] / rates[2]:7.1f}   (target >= 100)")
+    print(f"  batched / generic      = {rates[0] / rates[1]:7.1f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"  peak memory (max RSS)  = {peak:7.2f} GB   (target < 4)")
+
+
+if __name__ == "__main__":
+    main()
