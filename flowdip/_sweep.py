@@ -221,9 +221,21 @@ def _sigma0(net: TwoLayerDIP, n_true):
 
 
 @eqx.filter_jit
-def _run_chunk(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, sizes):
+def _run_chunk(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, sizes, mesh):
     run = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d)
-    return jax.vmap(run)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
+
+    def local(keys, sizes):
+        return jax.vmap(run)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
+
+    if mesh is None:
+        return local(keys, sizes)
+    # Each device runs its own slice with its own loop: no collective inside the loops, so a
+    # device never waits on another (a sharded vmapped while_loop would all-reduce its
+    # predicate every step, and that can deadlock when devices outnumber cores).
+    spec = jax.sharding.PartitionSpec("runs")
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False)(
+        keys, sizes
+    )
 
 
 def run_cell(
@@ -348,13 +360,15 @@ def _atomic_savez(path: pathlib.Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def _shard_devices(*arrays):
+def _mesh():
     devices = jax.devices()
-    if len(devices) == 1:
-        return arrays
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
-    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-    return tuple(jax.device_put(a, spec) for a in arrays)
+    # Simulated CPU devices share the same cores, so sharding gains nothing there, and
+    # XLA:CPU multi-device programs were seen to hang intermittently on this 2-core machine
+    # (with shard_map and with a sharded vmap alike). On CPU the padded batch runs on one
+    # device; accelerators get one slice per device.
+    if len(devices) == 1 or devices[0].platform == "cpu":
+        return None
+    return jax.sharding.Mesh(np.asarray(devices), ("runs",))
 
 
 def _execute(chunk, grid, instance, dynamics, horizon, stop, seed) -> dict:
@@ -363,19 +377,12 @@ def _execute(chunk, grid, instance, dynamics, horizon, stop, seed) -> dict:
     padded = runs + [runs[-1]] * ((-len(runs)) % ndev)  # repeats of a real run, dropped below
     keys = _run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in padded], np.int32))
     sizes = jnp.asarray([(n, m, k) for n, m, k, _ in padded], jnp.int32)
-    keys, sizes = _shard_devices(keys, sizes)
-    out = _run_chunk(
-        instance,
-        dynamics,
-        horizon,
-        stop,
-        chunk.n_pad,
-        chunk.m_pad,
-        chunk.k_pad,
-        grid.d,
-        keys,
-        sizes,
-    )
+    mesh = _mesh()
+    if mesh is not None:
+        spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+        keys, sizes = jax.device_put(keys, spec), jax.device_put(sizes, spec)
+    pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
+    out = _run_chunk(instance, dynamics, horizon, stop, *pads, keys, sizes, mesh)
     out = {name: np.asarray(v)[: len(runs)] for name, v in out.items()}
     for j, name in enumerate(("n", "m", "k", "seed")):
         out[name] = np.asarray([r[j] for r in runs])
@@ -402,8 +409,9 @@ def sweep(
     Runs whose `m` and `k` lie within a factor `bucket_ratio` share one compiled program
     (a bucket): sizes `n` are padded to the grid's largest, `m` and `k` to the bucket's, with
     masks that make a padded run compute exactly the unpadded one (the `1/√k` uses the true
-    `k`); sizes, widths and seeds are flattened on one batch axis, the batch is sharded over
-    `jax.devices()`, and every run stops on its own (a chunk ends when all its runs have).
+    `k`); sizes, widths and seeds are flattened on one batch axis, split over the devices of
+    an accelerator (one slice and one loop per device; on CPU the batch runs on one device),
+    and every run stops on its own (a chunk ends when all its runs have).
     Per-run data is drawn from keys inside the compiled program.
 
     **Arguments:**

@@ -79,7 +79,8 @@ def test_sweep_cell_equals_solve_on_the_same_keys(reference):
 
 
 def test_four_devices_equal_one(reference, monkeypatch):
-    assert len(jax.devices()) == 4  # tests/conftest.py simulates four CPU devices
+    # tests/conftest.py simulates four CPU devices: the batch is padded to a multiple of 4.
+    assert len(jax.devices()) == 4
     monkeypatch.setattr(sweep_module.jax, "devices", lambda: jax.local_devices()[:1])
     _same(reference, _sweep())
 
