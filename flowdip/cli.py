@@ -4,6 +4,7 @@ import argparse
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -14,6 +15,50 @@ def _floats(text: str) -> tuple[float, ...]:
     if not values or any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
     return values
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _positive(kind: type) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _shard(text: str) -> tuple[int, int]:
+    message = (
+        f"expected i/N with integers 0 <= i < N (e.g. 0/4 for the first of four shards), "
+        f"got {text!r}"
+    )
+    try:
+        i, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(message)
+    if not 0 <= i < count:
+        raise argparse.ArgumentTypeError(message)
+    return i, count
+
+
+#: `flowdip reproduce` experiments: name -> help text.
+REPRODUCTIONS = {
+    "ssvm-fig1": "P1 (SSVM 2023) Figure 1: success frequency over width k and signal size n, m=10",
+    "ssvm-fig2": "P1 (SSVM 2023) Figure 2: success frequency over width k and measurements m, n=40",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +93,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--step-sizes", type=_floats, help="comma-separated step sizes")
     demo.add_argument("--t1", type=float, help="time horizon")
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="reproduce a figure of the papers (a sweep, then its phase diagram)",
+        description="Runs the sweep behind one figure of the papers with their protocol (every "
+        "choice exposed below), writes the dataset (results.nc), the figure and a summary. A "
+        "killed run continues where it stopped with --resume.",
+    )
+    rep.add_argument(
+        "experiment",
+        choices=sorted(REPRODUCTIONS),
+        help="; ".join(f"{name}: {text}" for name, text in REPRODUCTIONS.items()),
+    )
+    rep.add_argument("--quick", action="store_true", help="a 5x5 grid, 4 seeds, 2000 steps")
+    rep.add_argument(
+        "--out", type=pathlib.Path, help="output folder (default: results/<experiment>[-quick])"
+    )
+    rep.add_argument(
+        "--scaling",
+        choices=("unit", "1/m"),
+        help="entries of A: N(0,1) ('unit', P1, default) or N(0,1/m)",
+    )
+    rep.add_argument("--step-size", type=_positive(float), help="GD step size (P1: 1)")
+    rep.add_argument("--tol", type=_positive(float), help="loss threshold of success (1e-7)")
+    rep.add_argument("--max-steps", type=_positive(int), help="step cap (P1: 25000)")
+    rep.add_argument("--seeds", type=_positive(int), help="runs per cell (P1: 50)")
+    rep.add_argument("--n", type=_ints, help="comma-separated signal sizes (overrides the grid)")
+    rep.add_argument("--m", type=_ints, help="comma-separated measurement counts")
+    rep.add_argument("--k", type=_ints, help="comma-separated widths")
+    rep.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="i/N",
+        help="run only slice i of N (0 <= i < N) of the sweep, e.g. one task of a job array",
+    )
+    rep.add_argument("--resume", action="store_true", help="continue a sweep started in --out")
+    rep.add_argument(
+        "--merge",
+        nargs="+",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="join the folders written by the shards into --out and draw the figure (no runs)",
+    )
+    rep.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -79,7 +168,41 @@ def main(argv: list[str] | None = None) -> int:
         for path in result["paths"].values():
             print(f"  {path}")
         return 0
+    if args.command == "reproduce":
+        return _reproduce(args)
     return 2
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .experiments import ssvm
+
+    figure = {"ssvm-fig1": ssvm.fig1, "ssvm-fig2": ssvm.fig2}[args.experiment]
+    defaults = {"ssvm-fig1": ssvm.SSVMOptions.fig1, "ssvm-fig2": ssvm.SSVMOptions.fig2}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("out", "scaling", "step_size", "tol", "max_steps", "seeds", "n", "m", "k")
+        if getattr(args, name) is not None
+    }
+    if args.shard is not None:
+        overrides["shard"] = args.shard
+    overrides.update(resume=args.resume, progress=not args.no_progress)
+    if args.merge and args.out is None:
+        print(
+            "flowdip reproduce: --merge needs --out (where to write the merged sweep)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        options = defaults[args.experiment](quick=args.quick, **overrides)
+        start = time.perf_counter()
+        paths = figure(options, merge=args.merge)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"flowdip reproduce: {error}", file=sys.stderr)
+        return 2
+    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
 
 
 if __name__ == "__main__":

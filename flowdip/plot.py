@@ -4,14 +4,18 @@ Plots are functions of results, never of live runs. Each takes an optional `ax` 
 the axes (or the figure, for multi-panel plots).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 
 
 matplotlib.use(matplotlib.get_backend() or "Agg")
+import matplotlib.axes  # noqa: E402
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
 
 from ._compare import Comparison, ConvergenceOrder  # noqa: E402
 from ._dynamics import AbstractDiscreteDynamics  # noqa: E402
@@ -89,3 +93,218 @@ def trajectories(comparison: Comparison):
     loss_curves([comparison.flow, comparison.descent], ax=a)
     gap_over_time([comparison], ax=b)
     return fig
+
+
+# -- phase diagrams of sweeps -------------------------------------------------------------------
+_AXIS_LABELS = {"k": "width k", "n": "signal size n", "m": "measurements m", "d": "input size d"}
+_FITTED = {"k ∝ n²": ("n", 2.0), "k ∝ m": ("m", 1.0)}
+_SUPERSCRIPTS = {1.0: "", 2.0: "²", 3.0: "³"}
+
+
+def _cell_edges(values: np.ndarray, log: bool) -> np.ndarray:
+    """Edges of cells centred on `values` (geometric midpoints on a log axis)."""
+    v = np.log(values) if log else values.astype(float)
+    if len(v) == 1:
+        mid = np.asarray([v[0] - 0.5, v[0] + 0.5])
+    else:
+        inner = (v[1:] + v[:-1]) / 2
+        mid = np.concatenate([[2 * v[0] - inner[0]], inner, [2 * v[-1] - inner[-1]]])
+    return np.exp(mid) if log else mid
+
+
+def transition_widths(freq: np.ndarray, x_values: np.ndarray) -> np.ndarray:
+    """The 50% crossing along each row of a success-frequency table: for row `i`, the
+    smallest `x_values[j]` with `freq[i, j] ≥ 0.5`, an upper bound of the crossing within one
+    grid step.
+
+    **Arguments:**
+
+    - `freq`: success frequencies, shape `(rows, len(x_values))` (NaN for cells not run).
+    - `x_values`: the grid values along the columns, increasing.
+
+    **Returns:** one value per row; NaN where the row has no crossing inside the grid (it never
+    reaches 0.5, or it is already at or above 0.5 in its first column, so the crossing lies
+    below the grid).
+    """
+    freq = np.asarray(freq, dtype=float)
+    x_values = np.asarray(x_values, dtype=float)
+    out = np.full(freq.shape[0], np.nan)
+    for i, row in enumerate(freq):
+        above = np.nan_to_num(row, nan=0.0) >= 0.5
+        if above.any() and not above[0]:
+            out[i] = x_values[np.argmax(above)]
+    return out
+
+
+def fit_power_law(
+    y_values: np.ndarray, widths: np.ndarray, exponent: int | float
+) -> tuple[float, float, int]:
+    """Fits `width = c · y^exponent` by least squares in log space (the exponent fixed), and
+    the free exponent of `log width` against `log y`.
+
+    **Arguments:**
+
+    - `y_values`: the row values (e.g. `n`), positive.
+    - `widths`: the crossing width of each row (NaN rows are left out),
+      see [`flowdip.plot.transition_widths`][].
+    - `exponent`: the fixed exponent of the law (2 for `k ∝ n²`, 1 for `k ∝ m`).
+
+    **Returns:** `(c, free_exponent, rows_used)`; `c` is NaN with no usable row,
+    `free_exponent` NaN with fewer than two rows that differ in `y`.
+    """
+    y = np.asarray(y_values, dtype=float)
+    w = np.asarray(widths, dtype=float)
+    ok = np.isfinite(w) & (w > 0) & (y > 0)
+    if not ok.any():
+        return float("nan"), float("nan"), 0
+    ly, lw = np.log(y[ok]), np.log(w[ok])
+    c = float(np.exp(np.mean(lw - exponent * ly)))
+    free = float(np.polyfit(ly, lw, 1)[0]) if len(np.unique(ly)) >= 2 else float("nan")
+    return c, free, int(ok.sum())
+
+
+def phase_diagram(
+    ds: xr.Dataset,
+    x: str = "k",
+    y: str | None = None,
+    *,
+    ax: matplotlib.axes.Axes | None = None,
+    theory: str | Sequence[str] | Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    log: bool = True,
+) -> matplotlib.axes.Axes:
+    """The success frequency of a sweep over two of its dimensions, as a heat map.
+
+    The frequency of a cell is the mean over `seed` of `converged` (cells not run are left
+    blank); dimensions of size one are squeezed. Each cell is centred on its true grid value
+    (`pcolormesh` with `shading="nearest"`; on log axes the cells are bounded by geometric
+    midpoints, i.e. "nearest" in log coordinates). The 50% contour is drawn where the
+    frequency crosses 0.5, and theory lines on request.
+
+    **Arguments:**
+
+    - `ds`: a sweep dataset ([`flowdip.sweep`][]) with a `converged` variable and a `seed`
+      dimension.
+    - `x`: the dimension on the horizontal axis (default: the width `k`).
+    - `y`: the dimension on the vertical axis; by default whichever of `n` and `m` has more
+      than one value.
+    - `ax`: the axes to draw on (a new figure by default).
+    - `theory`: lines to draw over the map. Either a mapping `label -> f`, where `f(y_values)`
+      gives the `x` value of the line at each `y` value, or one (or a list) of the fitted laws
+      `"k ∝ n²"` and `"k ∝ m"`: the law `k = c·y^p` is fitted by least squares in log space to
+      the crossing width of each row (the smallest `k` with frequency ≥ 0.5, see
+      [`flowdip.plot.transition_widths`][]) and drawn dashed, with the fitted `c` (and the
+      free-exponent fit) in the legend.
+    - `log`: logarithmic axes.
+
+    **Returns:** the `Axes`. The fitted constants are also stored on it, as
+    `ax.fitted_laws = {law: (c, free_exponent, rows_used)}`.
+
+    **Raises:** `ValueError` if more than two dimensions (besides `seed`) vary, or if `x` or
+    `y` is not one of them.
+    """
+    if "converged" not in ds:
+        raise ValueError("phase_diagram needs a dataset with a `converged` variable.")
+    conv = ds["converged"]
+    if "seed" not in conv.dims:
+        raise ValueError(f"`converged` has no `seed` dimension (its dims: {conv.dims}).")
+    runs = int(conv.sizes["seed"])
+    freq_da = conv.astype(float).mean("seed", skipna=True)
+    varying = [dim for dim in freq_da.dims if freq_da.sizes[dim] > 1]
+    if len(varying) > 2:
+        raise ValueError(
+            f"phase_diagram draws two varying dimensions; this dataset varies in {len(varying)} "
+            f"({', '.join(f'{d}: {freq_da.sizes[d]} values' for d in varying)}). Select one "
+            "value of the others first, e.g. `ds.sel(m=10)` or `ds.isel(n=[0])`."
+        )
+    if x not in freq_da.dims:
+        raise ValueError(f"x={x!r} is not a dimension of the dataset ({list(freq_da.dims)}).")
+    if y is None:
+        candidates = [d for d in ("n", "m") if d != x and d in varying]
+        candidates = candidates or [d for d in varying if d != x]
+        if len(candidates) != 1:
+            raise ValueError(
+                f"Cannot choose y: the varying dimensions besides x={x!r} are {candidates}; "
+                "pass y=…."
+            )
+        y = candidates[0]
+    if y not in freq_da.dims or y == x:
+        raise ValueError(f"y={y!r} must be a dimension of the dataset other than x={x!r}.")
+    fixed = {d: freq_da[d].values.item() for d in freq_da.dims if d not in (x, y)}
+    freq_da = freq_da.squeeze([d for d in fixed]).transpose(y, x)
+    xs = np.asarray(freq_da[x].values, dtype=float)
+    ys = np.asarray(freq_da[y].values, dtype=float)
+    freq = np.ma.masked_invalid(np.asarray(freq_da.values, dtype=float))
+
+    if ax is None:
+        ax = plt.figure(figsize=(6.4, 4.8), layout="constrained").gca()
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (20, 300), not 2×10¹
+            axis.set_major_formatter(matplotlib.ticker.LogFormatter())
+            axis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+    style = dict(vmin=0, vmax=1, cmap="viridis")
+    if log:
+        # `shading="nearest"` in log coordinates: cells bounded by geometric midpoints.
+        mesh = ax.pcolormesh(_cell_edges(xs, True), _cell_edges(ys, True), freq, **style)
+    else:
+        mesh = ax.pcolormesh(xs, ys, freq, shading="nearest", **style)
+    ax.figure.colorbar(mesh, ax=ax, label="success frequency")
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+
+    handles = []
+    if freq.count() and freq.min() < 0.5 <= freq.max() and len(xs) > 1 and len(ys) > 1:
+        ax.contour(xs, ys, freq, levels=[0.5], colors="white", linewidths=1.8)
+        handles.append(matplotlib.lines.Line2D([], [], color="white", lw=1.8, label="50% success"))
+
+    fitted = {}
+    if theory is not None:
+        if isinstance(theory, str):
+            theory = [theory]
+        if isinstance(theory, Mapping):
+            items = list(theory.items())
+        else:
+            items = []
+            for law in theory:
+                if law not in _FITTED:
+                    raise ValueError(
+                        f"Unknown theory law {law!r}; give one of {list(_FITTED)} or a mapping "
+                        "label -> callable."
+                    )
+                items.append((law, None))
+        line_y = np.geomspace(ys.min(), ys.max(), 200) if log else np.linspace(*ylim, 200)
+        colors = ["red", "orange", "magenta", "cyan"]
+        for j, (label, fn) in enumerate(items):
+            color = colors[j % len(colors)]
+            if fn is None:
+                dim, power = _FITTED[label]
+                if dim != y:
+                    raise ValueError(
+                        f"The law {label!r} needs y={dim!r}; this diagram has y={y!r}."
+                    )
+                c, free, used = fit_power_law(ys, transition_widths(freq.filled(np.nan), xs), power)
+                fitted[label] = (c, free, used)
+                if not np.isfinite(c):
+                    continue
+                free_text = (
+                    f" (free exponent: {round(free, 2) + 0.0:.2f})" if np.isfinite(free) else ""
+                )
+                law = f"{x} = {c:.3g}·{y}{_SUPERSCRIPTS.get(power, f'^{power:g}')}"
+                label = f"fit {law}{free_text}"
+                (line,) = ax.plot(c * line_y**power, line_y, "--", color=color, lw=2, label=label)
+            else:
+                values = np.asarray(fn(line_y), dtype=float)
+                (line,) = ax.plot(values, line_y, ":", color=color, lw=2, label=label)
+            handles.append(line)
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+    ax.fitted_laws = fitted
+
+    ax.set_xlabel(_AXIS_LABELS.get(x, x))
+    ax.set_ylabel(_AXIS_LABELS.get(y, y))
+    fixed_text = ", ".join(f"{d} = {v:g}" for d, v in fixed.items())
+    ax.set_title(f"{fixed_text + ' · ' if fixed_text else ''}runs per cell: {runs}")
+    if handles:
+        legend = ax.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.8)
+        legend.get_frame().set_facecolor("0.85")
+    return ax
