@@ -30,6 +30,15 @@ def label_of(traj: Trajectory) -> str:
     return type(dyn).__name__.replace("GradientFlow", "gradient flow")
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str, which: str = "major"):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which=which, alpha=0.3)
+    ax.legend()
+    return ax
+
+
 def _valid(traj: Trajectory, values) -> tuple[np.ndarray, np.ndarray]:
     ok = np.asarray(traj.valid)
     return np.asarray(traj.ts)[ok], np.asarray(values)[ok]
@@ -44,12 +53,7 @@ def loss_curves(trajectories: Sequence[Trajectory], labels: Sequence[str] | None
         # The flow is the reference: black, dashed and on top, so descents stay visible below.
         style = dict(lw=1.8, ls="--", color="black", zorder=3) if "flow" in label else {}
         ax.semilogy(t, np.where(loss > 0, loss, np.nan), label=label, **style)
-    ax.set_xlabel("time t (descent: τ·η)")
-    ax.set_ylabel("loss F(θ(t))")
-    ax.set_title("Loss")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend()
-    return ax
+    return _finish(ax, "time t (descent: τ·η)", "loss F(θ(t))", "Loss")
 
 
 def gap_over_time(comparisons: Sequence[Comparison], labels: Sequence[str] | None = None, ax=None):
@@ -60,12 +64,12 @@ def gap_over_time(comparisons: Sequence[Comparison], labels: Sequence[str] | Non
         t, gap = np.asarray(cmp.ts)[ok], np.asarray(cmp.param_gap)[ok]
         label = labels[i] if labels else f"η={float(cmp.step_size):g}"
         ax.loglog(t[t > 0], gap[t > 0], label=label)
-    ax.set_xlabel("time t = τ·η (log scale)")
-    ax.set_ylabel("‖θ_GD(τη) − θ_GF(τη)‖")
-    ax.set_title("Descent against flow: parameter gap")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend()
-    return ax
+    return _finish(
+        ax,
+        "time t = τ·η (log scale)",
+        "‖θ_GD(τη) − θ_GF(τη)‖",
+        "Descent against flow: parameter gap",
+    )
 
 
 def gap_vs_step_size(order: ConvergenceOrder, ax=None):
