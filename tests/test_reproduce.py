@@ -14,6 +14,7 @@ import xarray as xr
 import flowdip.plot as fplot
 from flowdip._sweep import load_dataset
 from flowdip.cli import main
+from flowdip.experiments import ssvm
 
 
 def _dataset(freq: np.ndarray, n, m, k, seeds: int) -> xr.Dataset:
@@ -137,26 +138,29 @@ def test_reproduce_ssvm_fig1_quick_writes_dataset_and_figure(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
-def test_reproduce_in_process_resumes_and_shards(tmp_path, capsys):
-    # A tiny grid through the same code, with the type checker on: two shards, then merged.
-    common = ["reproduce", "ssvm-fig2", "--n", "6", "--m", "2", "--k", "4,64", "--seeds", "2"]
-    common += ["--max-steps", "40", "--no-progress"]
+def test_reproduce_in_process_shards_merge_and_resume(tmp_path):
+    # A tiny grid through the Python API, with the type checker on: two shards (chunks of
+    # two runs, so both shards share one compiled program), then merged.
+    def options(out, **kw):
+        return ssvm.SSVMOptions.fig2(
+            n=6, m=2, k=(4, 8), seeds=2, max_steps=40, chunk_size=2, out=out, progress=False, **kw
+        )
+
     for i in range(2):
-        out = tmp_path / f"shard{i}"
-        assert main([*common, "--out", str(out), "--shard", f"{i}/2"]) == 0
-        assert (out / "results.nc").exists() and not (out / "ssvm-fig2.png").exists()
-    assert "not complete" in capsys.readouterr().out
-    merged = tmp_path / "merged"
-    argv = [*common, "--out", str(merged), "--merge", str(tmp_path / "shard0")]
-    assert main([*argv, str(tmp_path / "shard1")]) == 0
-    printed = capsys.readouterr().out
-    for name in ("results.nc", "ssvm-fig2.png", "summary.txt"):
-        assert str(merged / name) in printed
-    ds = load_dataset(merged / "results.nc")
+        paths = ssvm.fig2(options(tmp_path / f"shard{i}", shard=(i, 2)), log=lambda s: None)
+        assert list(paths) == ["dataset"] and paths["dataset"].exists()
+        assert load_dataset(paths["dataset"]).attrs["complete"] == 0
+    merged = [tmp_path / "shard0", tmp_path / "shard1"]
+    paths = ssvm.fig2(options(tmp_path / "merged"), merge=merged, log=lambda s: None)
+    assert set(paths) == {"dataset", "figure", "summary"}
+    assert paths["figure"].name == "ssvm-fig2.png" and paths["figure"].stat().st_size > 500
+    ds = load_dataset(paths["dataset"])
     assert ds.attrs["complete"] == 1 and dict(ds.sizes) == dict(n=1, m=1, k=2, seed=2)
-    # Resuming a finished shard runs nothing and writes the same dataset.
-    out = tmp_path / "shard0"
-    assert main([*common, "--out", str(out), "--shard", "0/2", "--resume"]) == 0
+    assert "k ∝ m" in paths["summary"].read_text()
+    # Resuming a finished shard runs nothing; without `resume` the folder is refused.
+    with pytest.raises(ValueError, match="resume"):
+        ssvm.fig2(options(tmp_path / "shard0", shard=(0, 2)), log=lambda s: None)
+    ssvm.fig2(options(tmp_path / "shard0", shard=(0, 2), resume=True), log=lambda s: None)
 
 
 def test_reproduce_rejects_bad_options(tmp_path, capsys):

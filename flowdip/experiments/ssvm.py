@@ -8,18 +8,19 @@ entries, gradient descent with a fixed step of 1, stopped once the loss falls be
 after 25 000 steps, 50 runs per cell; the figures show the frequency of reaching the threshold.
 
 P1 leaves blank the grids, `m` in Figure 1, `n` in Figure 2 and `d`. Ours: `d = 10` (it does
-not affect the dynamics, THEORY.md §1.4); Figure 1 at `m = 10` with `n` from 5 to 1280 and `k`
-from 16 to 16 384; Figure 2 at `n = 40` with `m` from 2 to 40 and `k` from 4 to 8192, all
+not affect the dynamics, THEORY.md §1.4); Figure 1 at `m = 10` with `n` from 4 to 512 and `k`
+from 16 to 8192; Figure 2 at `n = 40` with `m` from 2 to 40 and `k` from 4 to 8192, all
 log-spaced. Small exploratory runs (4 seeds) placed the 50% line inside both grids.
 """
 
 import dataclasses
 import glob
 import json
+import os
 import pathlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import matplotlib.pyplot as plt
@@ -31,9 +32,9 @@ from .._sweep import Grid, Instance, merge_sweeps, sweep
 
 
 #: Figure 1: `m` fixed, `n` and `k` vary.
-FIG1_N = (5, 8, 14, 23, 38, 62, 103, 170, 282, 467, 773, 1280)
+FIG1_N = (4, 6, 10, 15, 23, 36, 56, 88, 136, 212, 329, 512)
 FIG1_M = (10,)
-FIG1_K = (16, 30, 56, 106, 199, 374, 702, 1318, 2474, 4646, 8725, 16384)
+FIG1_K = (16, 28, 50, 88, 155, 273, 481, 848, 1495, 2635, 4646, 8192)
 #: Figure 2: `n` fixed, `m` and `k` vary.
 FIG2_N = (40,)
 FIG2_M = (2, 3, 4, 5, 6, 8, 10, 13, 17, 23, 30, 40)
@@ -46,7 +47,8 @@ class SSVMOptions:
 
     **Arguments:**
 
-    - `n`, `m`, `k`: the grid values (signal sizes, measurement counts, widths).
+    - `n`, `m`, `k`: the grid values (signal sizes, measurement counts, widths), an int or
+      a sequence each (stored as tuples).
     - `seeds`: runs per cell (P1: 50).
     - `d`: input size (blank in P1; it does not affect the dynamics).
     - `scaling`: entries of `A`, N(0, 1) for `"unit"` (P1) or N(0, 1/m) for `"1/m"`.
@@ -63,21 +65,22 @@ class SSVMOptions:
     - `progress`: show the sweep's progress bar.
     """
 
-    n: tuple[int, ...] = FIG1_N
-    m: tuple[int, ...] = FIG1_M
-    k: tuple[int, ...] = FIG1_K
+    # Annotated with what the constructor accepts; stored as tuples, a `Path` and floats.
+    n: int | Sequence[int] = FIG1_N
+    m: int | Sequence[int] = FIG1_M
+    k: int | Sequence[int] = FIG1_K
     seeds: int = 50
     d: int = 10
     scaling: str = "unit"
-    step_size: float = 1.0
-    tol: float = 1e-7
+    step_size: float | int = 1.0
+    tol: float | int = 1e-7
     max_steps: int = 25_000
-    out: pathlib.Path = pathlib.Path("results/ssvm-fig1")
+    out: str | os.PathLike = pathlib.Path("results/ssvm-fig1")
     shard: tuple[int, int] = (0, 1)
     resume: bool = False
     seed: int = 0
     chunk_size: int | None = None
-    bucket_ratio: float | None = None
+    bucket_ratio: float | int | None = None
     progress: bool = True
 
     def __post_init__(self):
