@@ -212,12 +212,27 @@ def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d):
 
 
 def _sigma0(net: TwoLayerDIP, n_true):
-    # σ_min(J(θ₀)) on the true rows: padded rows of the Gram matrix are zero, so they are
-    # lifted above the spectrum of the true block before taking the smallest eigenvalue.
-    gram = net.ntk_gram()
-    pad = 1 - _below(gram.shape[0], n_true, gram.dtype)
-    lam = jnp.linalg.eigvalsh(gram + jnp.diag(pad * (jnp.trace(gram) + 1)))[0]
-    return jnp.sqrt(jnp.maximum(lam, 0))
+    # σ_min(J(θ₀))² is the smallest eigenvalue of the true n×n block of the Gram matrix
+    # (‖u‖²c²) V S² Vᵀ. Its non-zero eigenvalues are those of the k×k matrix (‖u‖²c²) S VᵀV S,
+    # so the eigenproblem is solved on the smaller side: an n×n eigvalsh at n = 512 costs more
+    # than a whole run of descent. Padded rows of V and masked neurons are zero in both forms.
+    n_pad, k_pad = net.V.shape
+    if k_pad < n_pad:
+        V, c = net.readout()
+        s = net.activation.derivative(net.z)
+        small = (jnp.dot(net.u, net.u) * c**2) * (s[:, None] * (V.T @ V) * s[None, :])
+        lam = jnp.linalg.eigvalsh(small)
+        # The n_true×n_true Gram has the top n_true eigenvalues of `small` (the rest are zero);
+        # with more signal entries than (true) neurons it is singular.
+        n_true = jnp.asarray(n_true)
+        k_true = k_pad if net.mask is None else jnp.round(jnp.sum(net.mask)).astype(n_true.dtype)
+        pos = jnp.clip(k_pad - n_true, 0, k_pad - 1)
+        lam_min = jnp.where(n_true <= k_true, lam[pos], 0.0)
+    else:
+        gram = net.ntk_gram()
+        pad = 1 - _below(gram.shape[0], n_true, gram.dtype)
+        lam_min = jnp.linalg.eigvalsh(gram + jnp.diag(pad * (jnp.trace(gram) + 1)))[0]
+    return jnp.sqrt(jnp.maximum(lam_min, 0))
 
 
 @eqx.filter_jit
@@ -284,23 +299,27 @@ class _Chunk:
 def plan_chunks(grid: Grid, *, chunk_size: int, bucket_ratio: float = 4.0) -> list[_Chunk]:
     """The sweep's deterministic list of chunks (what `--shard i/N` splits).
 
-    A bucket is one compiled program: `n` is padded to the grid's largest (it costs nothing
-    per step: the reduced step is `O(mk)`), `m` and `k` to the largest of groups whose values
-    lie within a factor `bucket_ratio`.
+    A bucket is one compiled program: `n`, `m` and `k` are padded to the largest of groups of
+    grid values that lie within a factor `bucket_ratio` of the group's smallest. (`n` matters
+    too although the reduced step is `O(mk)`: drawing `V`, forming `B = AV/√k` and the Gram
+    matrix of `σ_min(J(θ₀))` cost `O(nk)` to `O(n²k)` per run, more than the steps of a run
+    that converges quickly.) Within a bucket the runs go in the order `(n, m, k, seed)`, so a
+    chunk of `seeds` runs is one cell.
     """
-    n_pad = max(grid.n)
     chunks = []
-    for ms in _groups(grid.m, bucket_ratio):
-        for ks in _groups(grid.k, bucket_ratio):
-            m_pad, k_pad = max(ms), max(ks)
-            # Memory per run is dominated by V (n×k), W (k×d), B (m×k) and A (m×n).
-            per_run = 8 * (k_pad * (n_pad + m_pad + grid.d + 8) + m_pad * n_pad)
-            size = max(1, min(chunk_size, (256 * 2**20) // per_run))
-            runs = [(n, m, k, s) for n in grid.n for m in ms for k in ks for s in range(grid.seeds)]
-            for start in range(0, len(runs), size):
-                chunks.append(
-                    _Chunk(len(chunks), n_pad, m_pad, k_pad, tuple(runs[start : start + size]))
-                )
+    for ns in _groups(grid.n, bucket_ratio):
+        for ms in _groups(grid.m, bucket_ratio):
+            for ks in _groups(grid.k, bucket_ratio):
+                n_pad, m_pad, k_pad = max(ns), max(ms), max(ks)
+                # Memory per run is dominated by V (n×k), W (k×d), B (m×k) and A (m×n).
+                per_run = 8 * (k_pad * (n_pad + m_pad + grid.d + 8) + m_pad * n_pad)
+                size = max(1, min(chunk_size, (256 * 2**20) // per_run))
+                runs = [(n, m, k, s) for n in ns for m in ms for k in ks for s in range(grid.seeds)]
+                for start in range(0, len(runs), size):
+                    chunk = _Chunk(
+                        len(chunks), n_pad, m_pad, k_pad, tuple(runs[start : start + size])
+                    )
+                    chunks.append(chunk)
     return chunks
 
 
@@ -406,8 +425,8 @@ def sweep(
 ):
     """Runs every cell of `grid` and returns an `xarray.Dataset` with dims `(n, m, k, seed)`.
 
-    Runs whose `m` and `k` lie within a factor `bucket_ratio` share one compiled program
-    (a bucket): sizes `n` are padded to the grid's largest, `m` and `k` to the bucket's, with
+    Runs whose `n`, `m` and `k` lie within a factor `bucket_ratio` share one compiled program
+    (a bucket): sizes `n`, `m` and `k` are padded to the bucket's largest, with
     masks that make a padded run compute exactly the unpadded one (the `1/√k` uses the true
     `k`); sizes, widths and seeds are flattened on one batch axis, split over the devices of
     an accelerator (one slice and one loop per device; on CPU the batch runs on one device),
@@ -423,7 +442,11 @@ def sweep(
     - `out`: a folder; each finished chunk is written there at once, and a sweep started again
       with the same arguments skips the chunks already there (resume after a kill).
     - `seed`: base seed of the run keys ([`flowdip.run_key`][]).
-    - `chunk_size`: most runs per compiled call (memory grows with it).
+    - `chunk_size`: most runs per compiled call (memory grows with it). A chunk runs until its
+      slowest run stops, so chunks of one cell (`chunk_size = grid.seeds`) waste least when
+      cells stop at very different step counts.
+    - `bucket_ratio`: the factor within which grid values share a compiled program (larger:
+      fewer compilations, more padding).
     - `shard`: `(i, N)`: run only chunks `c` with `c % N == i` (a job array); join the
       outputs with [`flowdip.merge_sweeps`][].
     - `progress`: show a progress bar.

@@ -64,6 +64,21 @@ def test_padded_masked_run_equals_unpadded_run():
         assert jnp.allclose(plain[name], padded[name], rtol=1e-12, atol=atol), name
 
 
+@pytest.mark.parametrize("n, k, pad", [(5, 8, (20, 10)), (6, 8, (6, 8)), (12, 8, (20, 10))])
+def test_sigma0_of_a_padded_net_equals_the_svd_of_the_unpadded_jacobian(n, k, pad):
+    # Padded nets with more rows than neurons take the k×k side of the Gram matrix.
+    key = fd.run_key(0, n, 3, 0)
+    net = INSTANCE.objective(key, n=n, m=3, k=k, d=3).generator
+    jac = jax.jacfwd(lambda W: fd.TwoLayerDIP(u=net.u, W=W, V=net.V)())(net.W)
+    svals = np.linalg.svd(np.asarray(jac).reshape(n, -1), compute_uv=False)
+    expected = svals[n - 1] if n <= k else 0.0  # rank J <= k
+    big = INSTANCE.objective(
+        key, n=pad[0], m=3, k=pad[1], d=3, n_true=n, m_true=3, k_true=k
+    ).generator
+    got = sweep_module._sigma0(big, jnp.asarray(n, jnp.int32))
+    assert np.isclose(got, expected, rtol=1e-8, atol=1e-7)
+
+
 def test_sweep_cell_equals_solve_on_the_same_keys(reference):
     for n, k, s in [(6, 8, 0), (10, 16, 2)]:
         key = fd.run_key(0, n, 4, s)

@@ -60,8 +60,9 @@ class SSVMOptions:
     - `resume`: continue a sweep already started in `out` (without it, a folder that already
       holds finished chunks of this shard is refused rather than silently reused).
     - `seed`: base seed of the run keys.
-    - `chunk_size`, `bucket_ratio`: passed to [`flowdip.sweep`][] (`None`: its defaults);
-      engineering only, they do not change the results.
+    - `chunk_size`, `bucket_ratio`: passed to [`flowdip.sweep`][]; engineering only, they do
+      not change the results. By default a chunk is one cell (`seeds` runs): a batch runs until
+      its slowest run stops, and cells stop anywhere between 30 steps and the cap.
     - `progress`: show the sweep's progress bar.
     """
 
@@ -125,6 +126,7 @@ class SSVMOptions:
                 max_steps=2000,
                 out=pathlib.Path("results/ssvm-fig1-quick"),
                 bucket_ratio=1e6,  # one compiled program: compiling dominates a small grid
+                chunk_size=512,
             )
         else:
             base = {}
@@ -141,6 +143,7 @@ class SSVMOptions:
                 max_steps=2000,
                 out=pathlib.Path("results/ssvm-fig2-quick"),
                 bucket_ratio=1e6,
+                chunk_size=512,
             )
         else:
             base = dict(out=pathlib.Path("results/ssvm-fig2"))
@@ -229,8 +232,7 @@ def _reproduce(
             f"{options.max_steps} steps; A ~ N(0, {'1' if options.scaling == 'unit' else '1/m'})."
         )
         extra = {}
-        if options.chunk_size is not None:
-            extra["chunk_size"] = options.chunk_size
+        extra["chunk_size"] = options.chunk_size or options.seeds
         if options.bucket_ratio is not None:
             extra["bucket_ratio"] = options.bucket_ratio
         ds = sweep(
