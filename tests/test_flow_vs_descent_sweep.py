@@ -17,7 +17,7 @@ INSTANCE = fd.Instance(scaling="1/m")
     [
         (fd.ModifiedFlow(0.5), 5.0, True),
         pytest.param(fd.InertialFlow(2.0, 0.5), 5.0, False, marks=pytest.mark.slow),
-        (fd.InertialDescent(0.25, 2.0, 0.5), 20, False),
+        pytest.param(fd.InertialDescent(0.25, 2.0, 0.5), 20, False, marks=pytest.mark.slow),
         pytest.param(fd.OptimistixBaseline.bfgs(), 10, False, marks=pytest.mark.slow),
     ],
     ids=lambda x: type(x).__name__,
