@@ -39,6 +39,7 @@ from ._trajectory import RESULTS as RESULTS, Trajectory as Trajectory
 
 
 __version__ = importlib.metadata.version("flowdip")
+from ._baselines import OptimistixBaseline as OptimistixBaseline
 from ._compare import (
     compare as compare,
     Comparison as Comparison,
@@ -46,6 +47,20 @@ from ._compare import (
     ConvergenceOrder as ConvergenceOrder,
     fit_rate as fit_rate,
     loglog_slope as loglog_slope,
+)
+from ._dynamics import (
+    InertialDescent as InertialDescent,
+    InertialFlow as InertialFlow,
+    ModifiedFlow as ModifiedFlow,
+)
+from ._sharpness import (
+    gauss_newton_sharpness as gauss_newton_sharpness,
+    hessian_vector_product as hessian_vector_product,
+    normalised_sharpness as normalised_sharpness,
+    Sharpness as Sharpness,
+    sharpness as sharpness,
+    sharpness_along as sharpness_along,
+    state_from_coordinates as state_from_coordinates,
 )
 from ._sweep import (
     Grid as Grid,

@@ -7,7 +7,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ._dynamics import AbstractFlow, GradientDescent, GradientFlow
+from ._dynamics import AbstractDiscreteDynamics, AbstractFlow, GradientDescent, GradientFlow
 from ._objective import Objective
 from ._solve import solve
 from ._trajectory import Trajectory
@@ -139,7 +139,8 @@ class ConvergenceOrder(eqx.Module):
     log-log slope (`≈ 1` for descent against the gradient flow: explicit Euler is order 1).
 
     **Fields:** `t`, `step_sizes`, `gaps`, `slope`, `intercept` (`log gap ≈ intercept +
-    slope · log η`), `flow_loss` (the flow's loss at `t`).
+    slope · log η`), `flow_loss` (the flow's loss at `t`), `label` (the flow compared with;
+    for a [`flowdip.ModifiedFlow`][] the slope is `≈ 2`).
     """
 
     t: float = eqx.field(static=True)
@@ -148,6 +149,7 @@ class ConvergenceOrder(eqx.Module):
     slope: Float[Array, ""]
     intercept: Float[Array, ""]
     flow_loss: Float[Array, ""]
+    label: str = eqx.field(static=True, default="gradient flow")
 
 
 def loglog_slope(
@@ -160,15 +162,32 @@ def loglog_slope(
     return coef[0], coef[1]
 
 
+def _with_step_size(dynamics, eta: float):
+    """`dynamics` with its `step_size` set to `η` (a flow that depends on the step, such as
+    `ModifiedFlow`, or a discrete dynamics); other flows unchanged."""
+    if not hasattr(dynamics, "step_size"):
+        return dynamics
+    old = dynamics.step_size
+    return eqx.tree_at(lambda d: d.step_size, dynamics, jnp.asarray(eta, old.dtype))
+
+
+def _flow_label(flow) -> str:
+    return {"GradientFlow": "gradient flow", "ModifiedFlow": "modified flow"}.get(
+        type(flow).__name__, type(flow).__name__
+    )
+
+
 @checked
 def convergence_order(
     objective: Objective,
     *,
     step_sizes: Sequence[float] | np.ndarray,
     t: float,
-    dynamics: AbstractFlow | None = None,
-) -> ConvergenceOrder:
-    """Runs gradient descent at each step size to time `t` and measures its gap to a flow.
+    dynamics: AbstractFlow | Sequence[AbstractFlow] | None = None,
+    descent: AbstractDiscreteDynamics | None = None,
+) -> ConvergenceOrder | tuple[ConvergenceOrder, ...]:
+    """Runs gradient descent at each step size to time `t` and measures its gap to a flow
+    (or to each of several flows).
 
     **Arguments:**
 
@@ -176,9 +195,14 @@ def convergence_order(
     - `step_sizes`: at least two step sizes; each must divide `t` (`t/η` an integer).
     - `t`: the comparison time.
     - `dynamics`: the flow to compare with (default: a tight flow, Dopri8 at 1e-12 in
-      float64, Tsit5 at 1e-6 in float32).
+      float64, Tsit5 at 1e-6 in float32), or a list of flows. A flow with a `step_size`
+      (a [`flowdip.ModifiedFlow`][]) is re-solved at each `η`.
+    - `descent`: the discrete dynamics (default [`flowdip.GradientDescent`][]); its step size
+      is set to each `η` (e.g. [`flowdip.InertialDescent`][] against
+      [`flowdip.InertialFlow`][]).
 
-    **Returns:** a [`flowdip.ConvergenceOrder`][].
+    **Returns:** a [`flowdip.ConvergenceOrder`][] for one flow, or a tuple of them (same order)
+    for a list.
     """
     etas = [float(e) for e in step_sizes]
     if len(etas) < 2:
@@ -190,24 +214,43 @@ def convergence_order(
             raise ValueError(f"step sizes must be > 0; got {eta}.")
         if abs(t / eta - round(t / eta)) > 1e-9 * t / eta:
             raise ValueError(f"t={t} is not a whole number of steps of size {eta}.")
+    single = dynamics is None or isinstance(dynamics, AbstractFlow)
     if dynamics is None:
         if objective.dtype == jnp.float64:
             dynamics = GradientFlow.reference()
         else:
             dynamics = GradientFlow(rtol=1e-6, atol=1e-8)
-    flow = solve(objective, dynamics, t1=t, ts=[t])
-    gaps = []
+    flows = [dynamics] if single else list(dynamics)
+    if not flows:
+        raise ValueError("convergence_order needs at least one flow in dynamics.")
+    descent = GradientDescent(1.0) if descent is None else descent
+    finals = []
     for eta in etas:
-        gd = solve(objective, GradientDescent(eta), num_steps=round(t / eta), ts=[t])
-        gaps.append(jnp.linalg.norm(gd.params[-1] - flow.params[-1]))
+        gd = solve(objective, _with_step_size(descent, eta), num_steps=round(t / eta), ts=[t])
+        finals.append(gd.params[-1])
     etas_arr = jnp.asarray(etas, objective.dtype)
-    gaps_arr = jnp.stack(gaps)
-    slope, intercept = loglog_slope(etas_arr, gaps_arr)
-    return ConvergenceOrder(
-        t=float(t),
-        step_sizes=etas_arr,
-        gaps=gaps_arr,
-        slope=slope,
-        intercept=intercept,
-        flow_loss=flow.loss[-1],
-    )
+    orders = []
+    for flow in flows:
+        gaps, losses = [], []
+        # A flow that does not depend on the step is solved once.
+        per_step = hasattr(flow, "step_size")
+        sol = None if per_step else solve(objective, flow, t1=t, ts=[t])
+        for eta, final in zip(etas, finals):
+            if per_step:
+                sol = solve(objective, _with_step_size(flow, eta), t1=t, ts=[t])
+            gaps.append(jnp.linalg.norm(final - sol.params[-1]))
+            losses.append(sol.loss[-1])
+        gaps_arr = jnp.stack(gaps)
+        slope, intercept = loglog_slope(etas_arr, gaps_arr)
+        orders.append(
+            ConvergenceOrder(
+                t=float(t),
+                step_sizes=etas_arr,
+                gaps=gaps_arr,
+                slope=slope,
+                intercept=intercept,
+                flow_loss=losses[-1],
+                label=_flow_label(flow),
+            )
+        )
+    return orders[0] if single else tuple(orders)

@@ -58,6 +58,8 @@ def _shard(text: str) -> tuple[int, int]:
 REPRODUCTIONS = {
     "ssvm-fig1": "P1 (SSVM 2023) Figure 1: success frequency over width k and signal size n, m=10",
     "ssvm-fig2": "P1 (SSVM 2023) Figure 2: success frequency over width k and measurements m, n=40",
+    "flow-vs-descent": "modified flow (orders 1 and 2), sharpness / edge of stability, inertial "
+    "dynamics, second-order baselines",
 }
 
 
@@ -174,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    if args.experiment == "flow-vs-descent":
+        return _flow_vs_descent(args)
     from .experiments import ssvm
 
     figure = {"ssvm-fig1": ssvm.fig1, "ssvm-fig2": ssvm.fig2}[args.experiment]
@@ -199,6 +203,23 @@ def _reproduce(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"flowdip reproduce: {error}", file=sys.stderr)
         return 2
+    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
+
+
+def _flow_vs_descent(args: argparse.Namespace) -> int:
+    from .experiments import flow_vs_descent as fvd
+
+    overrides = {} if args.out is None else dict(out=args.out)
+    options = (
+        fvd.FlowVsDescentOptions.quick(**overrides)
+        if args.quick
+        else fvd.FlowVsDescentOptions(**overrides)
+    )
+    start = time.perf_counter()
+    paths = fvd.run(options)
     print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
     for path in paths.values():
         print(f"  {path}")

@@ -173,3 +173,17 @@ def test_reproduce_rejects_bad_options(tmp_path, capsys):
     assert "positive" in capsys.readouterr().err
     assert main(["reproduce", "ssvm-fig2", "--merge", str(tmp_path)]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_flow_vs_descent_quick_writes_its_figures(tmp_path, capsys):
+    assert main(["reproduce", "flow-vs-descent", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("order.png", "sharpness.png", "inertial.png", "baselines.png", "summary.txt"):
+        path = tmp_path / name
+        assert path.exists() and path.stat().st_size > 500, name
+        assert str(path) in out
+    summary = (tmp_path / "summary.txt").read_text()
+    slope_flow = float(summary.split("slope_flow: ")[1].split()[0])
+    slope_modified = float(summary.split("slope_modified: ")[1].split()[0])
+    assert abs(slope_flow - 1) < 0.2 and abs(slope_modified - 2) < 0.2
