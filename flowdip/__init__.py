@@ -47,6 +47,11 @@ from ._compare import (
     fit_rate as fit_rate,
     loglog_slope as loglog_slope,
 )
+from ._recovery import (
+    project_onto_reachable as project_onto_reachable,
+    Recovery as Recovery,
+    recovery as recovery,
+)
 from ._sweep import (
     Grid as Grid,
     Instance as Instance,
@@ -58,4 +63,10 @@ from ._sweep import (
     run_key as run_key,
     save_dataset as save_dataset,
     sweep as sweep,
+)
+from ._theory import (
+    Certificate as Certificate,
+    certify as certify,
+    PathCertificate as PathCertificate,
+    TheoryConstants as TheoryConstants,
 )
