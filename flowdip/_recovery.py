@@ -100,7 +100,17 @@ def project_onto_reachable(
     (`‖c‖ ≤ radius`). `‖x − target‖` is an upper bound of `dist(target, Σ')` (the problem is
     not convex, so not necessarily the distance).
     """
-    return _project(objective, target, jnp.asarray(radius, objective.dtype), num_iters, step_size)
+    if step_size is None:
+        step_size = _default_step(objective, certify(objective), target)
+    radius = jnp.asarray(radius, objective.dtype)
+    return _project(objective, target, radius, num_iters, jnp.asarray(step_size, radius.dtype))
+
+
+def _default_step(objective, cert, target):
+    # 1/Lip of the gradient of ½‖g − x̄‖², bounded by β² + Lip(J)·‖g − x̄‖ while the
+    # residual does not grow.
+    res0 = jnp.linalg.norm(objective.signal(objective.initial_state()) - target)
+    return 1 / (cert.lip_g**2 + cert.lip_J * res0)
 
 
 @eqx.filter_jit
@@ -108,10 +118,6 @@ def _project(objective, target, radius, num_iters, step_size):
     fn = signal_map(objective)
     p = num_coordinates(objective)
     c0 = jnp.zeros((p,), objective.dtype)
-    if step_size is None:
-        cert = certify(objective, num_samples=1, power_iters=10)
-        res0 = jnp.linalg.norm(fn(c0) - target)
-        step_size = 1 / (cert.lip_g**2 + cert.lip_J * res0)
 
     def obj(c):
         r = fn(c) - target
@@ -171,7 +177,8 @@ def _recovery(objective, traj, cert, radius, num_iters, descent) -> Recovery:
     dtype = objective.dtype
     # An infinite radius (R' when σ₀ = 0) means no constraint; a huge finite one does too.
     rho = jnp.where(jnp.isfinite(radius), radius, jnp.finfo(dtype).max)
-    x_proj, _ = _project(objective, x_true, rho, num_iters, None)
+    step = _default_step(objective, cert, x_true)
+    x_proj, _ = _project(objective, x_true, rho, num_iters, step)
     dist = jnp.linalg.norm(x_proj - x_true)
     noise = problem.noise if problem.noise is not None else problem.y - problem.forward(x_true)
     noise_norm = jnp.linalg.norm(noise)
