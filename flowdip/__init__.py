@@ -47,6 +47,10 @@ from ._compare import (
     fit_rate as fit_rate,
     loglog_slope as loglog_slope,
 )
+from ._overparam import (
+    certified_width_curves as certified_width_curves,
+    certified_widths as certified_widths,
+)
 from ._recovery import (
     project_onto_reachable as project_onto_reachable,
     Recovery as Recovery,

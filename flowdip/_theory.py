@@ -354,6 +354,7 @@ def certify(
     power_iters: int = 40,
     lanczos_iters: int | None = None,
     L_radius: RealScalarLike | None = None,
+    sampled: bool = True,
 ) -> Certificate:
     """The theorems' quantities for one objective, and optionally for one run of it.
 
@@ -374,6 +375,8 @@ def certify(
     - `lanczos_iters`: Lanczos iterations of the matrix-free eigensolver (default `n`: exact
       up to round-off; fewer give an upper bound of `σ₀`).
     - `L_radius`: the radius `ρ` of the ball on which `L` is bounded (default `R`).
+    - `sampled`: compute the sampled estimates; `False` skips `L_estimate` (NaN), for cheap
+      batches of two-layer certificates where only the closed forms are wanted.
 
     **Returns:** a [`flowdip.Certificate`][]. Works under `jax.jit` and `jax.vmap`.
     """
@@ -388,6 +391,8 @@ def certify(
             "certify(trajectory=…) needs the parameters along the run: solve with "
             "save_params=True (the default)."
         )
+    if not sampled and not closed:
+        raise ValueError("sampled=False needs the two-layer closed forms (closed_form=True).")
     for name, value in (("num_samples", num_samples), ("power_iters", power_iters)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}.")
@@ -399,7 +404,16 @@ def certify(
     gamma = jnp.asarray(jnp.nan if step_size is None else step_size, objective.dtype)
     rho = jnp.asarray(jnp.nan if L_radius is None else L_radius, objective.dtype)
     cert = _certify(
-        objective, gamma, constants, closed, key, num_samples, power_iters, lanczos_iters, rho
+        objective,
+        gamma,
+        constants,
+        closed,
+        key,
+        num_samples,
+        power_iters,
+        lanczos_iters,
+        rho,
+        sampled,
     )
     if trajectory is not None:
         path = _path_certificate(objective, cert, trajectory, closed, key, lanczos_iters)
@@ -409,7 +423,16 @@ def certify(
 
 @eqx.filter_jit
 def _certify(
-    objective, step_size, constants, closed, key, num_samples, power_iters, lanczos_iters, L_radius
+    objective,
+    step_size,
+    constants,
+    closed,
+    key,
+    num_samples,
+    power_iters,
+    lanczos_iters,
+    L_radius,
+    sampled,
 ) -> Certificate:
     f = constants.sigma_fraction
     k_sigma, k_comp, k_lip, k_hess = jr.split(key, 4)
@@ -490,15 +513,18 @@ def _certify(
         L_bound = _two_layer_L_bound(objective, norm_A, rho)
     else:
         L_bound = nan
-    hkeys = jr.split(k_hess, 2 * num_samples + 1)
-    pts = jax.vmap(lambda kk: random_in_ball(kk, p, rho_finite, dtype))(hkeys[:num_samples])
-    pts = jnp.concatenate([c0[None], pts])
-    L_estimate = jnp.max(
-        jax.vmap(lambda c, kk: _hessian_norm(objective, c, kk, power_iters))(
-            pts, hkeys[num_samples:]
+    if sampled:
+        hkeys = jr.split(k_hess, 2 * num_samples + 1)
+        pts = jax.vmap(lambda kk: random_in_ball(kk, p, rho_finite, dtype))(hkeys[:num_samples])
+        pts = jnp.concatenate([c0[None], pts])
+        L_estimate = jnp.max(
+            jax.vmap(lambda c, kk: _hessian_norm(objective, c, kk, power_iters))(
+                pts, hkeys[num_samples:]
+            )
         )
-    )
-    estimates.append("L_estimate")
+        estimates.append("L_estimate")
+    else:
+        L_estimate = nan
     L_hat = jnp.where(jnp.isfinite(L_bound), L_bound, L_estimate)
 
     gamma = jnp.where(jnp.isnan(step_size), constants.step_size_factor / L_hat, step_size)

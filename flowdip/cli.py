@@ -58,6 +58,8 @@ def _shard(text: str) -> tuple[int, int]:
 REPRODUCTIONS = {
     "ssvm-fig1": "P1 (SSVM 2023) Figure 1: success frequency over width k and signal size n, m=10",
     "ssvm-fig2": "P1 (SSVM 2023) Figure 2: success frequency over width k and measurements m, n=40",
+    "gd-overparam": "P3-style check: empirical width of GD convergence against the certified "
+    "thresholds, over n and over m",
 }
 
 
@@ -174,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    if args.experiment == "gd-overparam":
+        return _reproduce_overparam(args)
     from .experiments import ssvm
 
     figure = {"ssvm-fig1": ssvm.fig1, "ssvm-fig2": ssvm.fig2}[args.experiment]
@@ -197,6 +201,38 @@ def _reproduce(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         paths = figure(options, merge=args.merge)
     except (ValueError, FileNotFoundError) as error:
+        print(f"flowdip reproduce: {error}", file=sys.stderr)
+        return 2
+    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
+
+
+def _reproduce_overparam(args: argparse.Namespace) -> int:
+    from .experiments import overparam
+
+    if args.shard is not None or args.merge or args.resume or args.scaling is not None:
+        print(
+            "flowdip reproduce gd-overparam: --shard, --merge, --resume and --scaling are not "
+            "supported (A ~ N(0, 1/m) is part of the protocol)",
+            file=sys.stderr,
+        )
+        return 2
+    names = dict(n="n", m="m", k="k", seeds="seeds", max_steps="max_steps", tol="tol")
+    names.update(step_size="step_size", out="out")
+    overrides = {
+        field: getattr(args, name)
+        for name, field in names.items()
+        if getattr(args, name) is not None
+    }
+    try:
+        options = overparam.OverparamOptions.preset(
+            args.quick, progress=not args.no_progress, **overrides
+        )
+        start = time.perf_counter()
+        paths = overparam.run(options)
+    except ValueError as error:
         print(f"flowdip reproduce: {error}", file=sys.stderr)
         return 2
     print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")

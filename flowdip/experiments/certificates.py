@@ -87,7 +87,7 @@ def loss_families(out, *, quick: bool = False, seed: int = 0) -> dict[str, pathl
     lines = ["loss family | shape | R' < R | observed ≤ bound | final loss"]
     for ax, (name, loss, shape) in zip(axes, LOSS_FAMILIES):
         obj = near_objective(jr.key(seed), n=n, m=m, k=k, eps=0.3, loss=loss)
-        traj = solve(obj, GradientFlow(), t1=t1, ts=ts, stop=LossBelow(1e-20), throw=False)
+        traj = solve(obj, GradientFlow(), t1=t1, ts=ts, stop=LossBelow(1e-14), throw=False)
         cert = certify(obj, trajectory=traj)
         p = cert.path
         ok = np.asarray(p.valid) & (np.asarray(p.ts) > 0)
@@ -123,7 +123,7 @@ def early_stopping(out, *, quick: bool = False, seed: int = 0) -> dict[str, path
     """
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n, k, t1 = (10, 100, 2e4) if quick else (20, 500, 2e5)
+    n, k, t1 = (10, 100, 2e5) if quick else (20, 500, 2e5)
     obj = ill_conditioned_objective(jr.key(seed), n=n, k=k, condition=100.0, noise_std=0.05)
     ts = np.concatenate([[0.0], np.geomspace(1e-1, t1, 80 if quick else 200)])
     traj = solve(obj, GradientFlow(), t1=t1, ts=ts)
