@@ -370,7 +370,7 @@ def certificate(certificates, labels: Sequence[str] | None = None):
     s0 = float(certs[0].sigma0)
     f = certs[0].constants.sigma_fraction
     axes[2].axhline(s0, ls=":", color="gray", label=f"σ₀ = {s0:.3g}")
-    axes[2].axhline(f * s0, ls="--", color="black", label=f"σ₀·{f:g} (theorem's floor)")
+    axes[2].axhline(f * s0, ls="--", color="black", label=f"{f:g}·σ₀ (theorem's floor)")
     axes[2].set_ylim(bottom=0)
     _finish(axes[0], "time t (descent: τ·γ)", "loss", "Observed loss and predicted bound", "both")
     _finish(axes[1], "time t (descent: τ·γ)", "distance (log scale)", "Displacement against R'")
@@ -390,7 +390,7 @@ def recovery(rec, ax=None, title: str | None = None):
 
     **Returns:** the `Axes`.
     """
-    ax = ax or plt.figure(figsize=(7, 4.5), layout="constrained").gca()
+    ax = ax or plt.figure(figsize=(10, 4.5), layout="constrained").gca()
     ok = np.asarray(rec.valid) & (np.asarray(rec.ts) > 0)
     t = np.asarray(rec.ts)[ok]
     ax.loglog(t, np.asarray(rec.error)[ok], color="black", lw=2, label="observed ‖x(t) − x̄‖")
@@ -402,12 +402,17 @@ def recovery(rec, ax=None, title: str | None = None):
         color="C0",
         label="optimisation term",
     )
-    noise = float(rec.noise_term)
-    if noise > 0:
-        ax.axhline(noise, ls="--", color="C1", label=f"noise term ‖ε‖/μ = {noise:.3g}")
-    expr = float(rec.expressivity_term)
-    if expr > 0:
-        ax.axhline(expr, ls="--", color="C2", label=f"expressivity term = {expr:.3g}")
+    # The y range follows the observed error; a term far below it is named in the legend.
+    floor = 0.3 * np.nanmin(_positive(np.asarray(rec.error)[ok]))
+    for value, color, name in (
+        (float(rec.noise_term), "C1", "noise term ‖ε‖/μ"),
+        (float(rec.expressivity_term), "C2", "expressivity term"),
+    ):
+        if value >= floor:
+            ax.axhline(value, ls="--", color=color, label=f"{name} = {value:.3g}")
+        elif value > 0:
+            ax.plot([], [], " ", label=f"{name} = {value:.3g} (below the plot)")
+    ax.set_ylim(bottom=floor)
     best = float(rec.best_time)
     ax.axvline(best, color="black", ls=":", label=f"best time (observed) = {best:.3g}")
     t_star = float(rec.early_stopping_time)
@@ -418,4 +423,6 @@ def recovery(rec, ax=None, title: str | None = None):
     if title is None:
         held = "holds" if bool(rec.condition) else "fails: the bound is not guaranteed"
         title = f"Recovery: Theorem B against the run (R' < R {held})"
-    return _finish(ax, "time t (log scale)", "‖x − x̄‖ (log scale)", title, "both")
+    _finish(ax, "time t (log scale)", "‖x − x̄‖ (log scale)", title, "both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the curves
+    return ax

@@ -49,7 +49,8 @@ def test_recovery_bound_holds_when_R_prime_below_R():
     ok = np.asarray(rec.valid)
     assert bool(rec.condition)
     assert float(rec.dist) < 1e-6  # realizable, noise-free
-    assert float(rec.noise_norm) == 0.0 and float(rec.early_stopping_time) == 0.0
+    # No noise: nothing to stop early for, t* = ∞.
+    assert float(rec.noise_norm) == 0.0 and float(rec.early_stopping_time) == np.inf
     assert np.all(np.asarray(rec.error)[ok] <= np.asarray(rec.bound)[ok] * (1 + 1e-9))
     # μ estimates: the trajectory minimum is at most the final pair.
     assert 0 < float(rec.mu_traj) <= float(rec.mu_pair) * (1 + 1e-9)

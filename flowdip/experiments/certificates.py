@@ -87,7 +87,7 @@ def loss_families(out, *, quick: bool = False, seed: int = 0) -> dict[str, pathl
     lines = ["loss family | shape | R' < R | observed ≤ bound | final loss"]
     for ax, (name, loss, shape) in zip(axes, LOSS_FAMILIES):
         obj = near_objective(jr.key(seed), n=n, m=m, k=k, eps=0.3, loss=loss)
-        traj = solve(obj, GradientFlow(), t1=t1, ts=ts, stop=LossBelow(1e-14), throw=False)
+        traj = solve(obj, GradientFlow(), t1=t1, ts=ts, stop=LossBelow(1e-10), throw=False)
         cert = certify(obj, trajectory=traj)
         p = cert.path
         ok = np.asarray(p.valid) & (np.asarray(p.ts) > 0)
@@ -96,6 +96,9 @@ def loss_families(out, *, quick: bool = False, seed: int = 0) -> dict[str, pathl
         grid = np.geomspace(t.min(), t1, 400)
         bound = np.asarray(cert.predicted_loss(jnp.asarray(grid)))
         ax.loglog(grid, plot._positive(bound), "--", color="C3", lw=2, label="bound Ψ⁻¹(Γ(t))")
+        observed = np.asarray(p.loss)[ok]
+        # The bound keeps falling far below what float64 resolves: show the observed range.
+        ax.set_ylim(bottom=max(np.nanmin(plot._positive(observed)) / 1e3, 1e-30))
         ax.set_title(f"{name}\npredicted: {shape}", fontsize="medium")
         ax.set_xlabel("time t (log scale)")
         ax.grid(True, which="major", alpha=0.3)
@@ -154,7 +157,7 @@ def descent_and_flow(out, *, seed: int = 0) -> dict[str, pathlib.Path]:
     out.mkdir(parents=True, exist_ok=True)
     obj = near_objective(jr.key(seed))
     cert = certify(obj)
-    steps = 1500
+    steps = 500  # the flow reaches its round-off floor (1e-16) soon after
     gd = solve(obj, GradientDescent(cert.step_size), num_steps=steps, num_saves=steps + 1)
     gf = solve(obj, GradientFlow(), t1=float(steps * cert.step_size), num_saves=301)
     fig = plot.certificate([certify(obj, trajectory=gf), certify(obj, trajectory=gd)])
