@@ -59,6 +59,7 @@ def test_recovery_bound_holds_when_R_prime_below_R():
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_noisy_example_error_falls_then_rises(tmp_path):
     paths = examples.early_stopping(tmp_path, quick=True)
     assert paths["figure"].stat().st_size > 1000
