@@ -8,6 +8,15 @@ from ._activations import (
     Softplus as Softplus,
     Tanh as Tanh,
 )
+from ._baselines import OptimistixBaseline as OptimistixBaseline
+from ._compare import (
+    compare as compare,
+    Comparison as Comparison,
+    convergence_order as convergence_order,
+    ConvergenceOrder as ConvergenceOrder,
+    fit_rate as fit_rate,
+    loglog_slope as loglog_slope,
+)
 from ._dynamics import (
     AbstractDiscreteDynamics as AbstractDiscreteDynamics,
     AbstractDynamics as AbstractDynamics,
@@ -15,7 +24,10 @@ from ._dynamics import (
     AbstractStopRule as AbstractStopRule,
     GradientDescent as GradientDescent,
     GradientFlow as GradientFlow,
+    InertialDescent as InertialDescent,
+    InertialFlow as InertialFlow,
     LossBelow as LossBelow,
+    ModifiedFlow as ModifiedFlow,
 )
 from ._losses import (
     AbstractLoss as AbstractLoss,
@@ -33,25 +45,15 @@ from ._networks import (
     uniform_on_sphere as uniform_on_sphere,
 )
 from ._objective import Objective as Objective
-from ._problem import InverseProblem as InverseProblem
-from ._solve import solve as solve, SolveError as SolveError
-from ._trajectory import RESULTS as RESULTS, Trajectory as Trajectory
-
-
-__version__ = importlib.metadata.version("flowdip")
-from ._baselines import OptimistixBaseline as OptimistixBaseline
-from ._compare import (
-    compare as compare,
-    Comparison as Comparison,
-    convergence_order as convergence_order,
-    ConvergenceOrder as ConvergenceOrder,
-    fit_rate as fit_rate,
-    loglog_slope as loglog_slope,
+from ._overparam import (
+    certified_width_curves as certified_width_curves,
+    certified_widths as certified_widths,
 )
-from ._dynamics import (
-    InertialDescent as InertialDescent,
-    InertialFlow as InertialFlow,
-    ModifiedFlow as ModifiedFlow,
+from ._problem import InverseProblem as InverseProblem
+from ._recovery import (
+    project_onto_reachable as project_onto_reachable,
+    Recovery as Recovery,
+    recovery as recovery,
 )
 from ._sharpness import (
     gauss_newton_sharpness as gauss_newton_sharpness,
@@ -62,6 +64,7 @@ from ._sharpness import (
     sharpness_along as sharpness_along,
     state_from_coordinates as state_from_coordinates,
 )
+from ._solve import solve as solve, SolveError as SolveError
 from ._sweep import (
     Grid as Grid,
     Instance as Instance,
@@ -74,3 +77,13 @@ from ._sweep import (
     save_dataset as save_dataset,
     sweep as sweep,
 )
+from ._theory import (
+    Certificate as Certificate,
+    certify as certify,
+    PathCertificate as PathCertificate,
+    TheoryConstants as TheoryConstants,
+)
+from ._trajectory import RESULTS as RESULTS, Trajectory as Trajectory
+
+
+__version__ = importlib.metadata.version("flowdip")

@@ -60,6 +60,8 @@ REPRODUCTIONS = {
     "ssvm-fig2": "P1 (SSVM 2023) Figure 2: success frequency over width k and measurements m, n=40",
     "flow-vs-descent": "modified flow (orders 1 and 2), sharpness / edge of stability, inertial "
     "dynamics, second-order baselines",
+    "gd-overparam": "P3-style check: empirical width of GD convergence against the certified "
+    "thresholds, over n and over m",
 }
 
 
@@ -178,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     if args.experiment == "flow-vs-descent":
         return _flow_vs_descent(args)
+    if args.experiment == "gd-overparam":
+        return _reproduce_overparam(args)
     from .experiments import ssvm
 
     figure = {"ssvm-fig1": ssvm.fig1, "ssvm-fig2": ssvm.fig2}[args.experiment]
@@ -220,6 +224,38 @@ def _flow_vs_descent(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     paths = fvd.run(options)
+    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
+
+
+def _reproduce_overparam(args: argparse.Namespace) -> int:
+    from .experiments import overparam
+
+    if args.shard is not None or args.merge or args.resume or args.scaling is not None:
+        print(
+            "flowdip reproduce gd-overparam: --shard, --merge, --resume and --scaling are not "
+            "supported (A ~ N(0, 1/m) is part of the protocol)",
+            file=sys.stderr,
+        )
+        return 2
+    names = dict(n="n", m="m", k="k", seeds="seeds", max_steps="max_steps", tol="tol")
+    names.update(step_size="step_size", out="out")
+    overrides = {
+        field: getattr(args, name)
+        for name, field in names.items()
+        if getattr(args, name) is not None
+    }
+    try:
+        options = overparam.OverparamOptions.preset(
+            args.quick, progress=not args.no_progress, **overrides
+        )
+        start = time.perf_counter()
+        paths = overparam.run(options)
+    except ValueError as error:
+        print(f"flowdip reproduce: {error}", file=sys.stderr)
+        return 2
     print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
     for path in paths.values():
         print(f"  {path}")

@@ -312,3 +312,117 @@ def phase_diagram(
         legend = ax.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.8)
         legend.get_frame().set_facecolor("0.85")
     return ax
+
+
+# -- theory certificates ------------------------------------------------------------------------
+def _positive(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return np.where(values > 0, values, np.nan)
+
+
+def certificate(certificates, labels: Sequence[str] | None = None):
+    """A certificate held against its run(s): three panels.
+
+    1. the observed loss and the predicted bound `Ψ⁻¹(Γ(t))` on one log plot;
+    2. the displacement `‖θ(t) − θ₀‖` against `R'` (`R'_GD` for descent) and `R`;
+    3. `σ_min(J_g(θ(t)))` along the path against `f σ₀` (`σ₀/2`).
+
+    **Arguments:**
+
+    - `certificates`: one [`flowdip.Certificate`][] or a list, each computed with a
+      trajectory (`flowdip.certify(obj, trajectory=…)`).
+    - `labels`: a label per certificate (default: `gradient flow` / `GD γ=…`).
+
+    **Returns:** the `Figure`.
+    """
+    certs = [certificates] if not isinstance(certificates, Sequence) else list(certificates)
+    if any(c.path is None for c in certs):
+        raise ValueError("plot.certificate needs certificates made with a trajectory.")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, cert in enumerate(certs):
+        p = cert.path
+        ok = np.asarray(p.valid)
+        t = np.asarray(p.ts)[ok]
+        kind = f"GD γ={float(p.step_size):.3g}" if p.is_descent else "gradient flow"
+        label = labels[i] if labels else kind
+        color = colors[i % len(colors)]
+        a = axes[0]
+        a.semilogy(t, _positive(np.asarray(p.loss)[ok]), color=color, label=f"{label}: observed")
+        a.semilogy(
+            t,
+            _positive(np.asarray(p.predicted_loss)[ok]),
+            "--",
+            color=color,
+            label=f"{label}: bound Ψ⁻¹(Γ(t))" + (" (R'<R fails)" if not bool(p.condition) else ""),
+        )
+        b = axes[1]
+        b.plot(t, np.asarray(p.displacement)[ok], color=color, label=f"{label}: ‖θ(t) − θ₀‖")
+        radius = float(p.radius)
+        if np.isfinite(radius):
+            name = "R'_GD" if p.is_descent else "R'"
+            b.axhline(radius, ls="--", color=color, label=f"{name} = {radius:.3g}")
+        c = axes[2]
+        c.plot(t, np.asarray(p.sigma_min)[ok], color=color, label=f"{label}: σ_min(J_g(θ(t)))")
+    R = float(certs[0].R)
+    axes[1].axhline(R, ls=":", color="black", label=f"R = {R:.3g}")
+    axes[1].set_yscale("log")
+    s0 = float(certs[0].sigma0)
+    f = certs[0].constants.sigma_fraction
+    axes[2].axhline(s0, ls=":", color="gray", label=f"σ₀ = {s0:.3g}")
+    axes[2].axhline(f * s0, ls="--", color="black", label=f"{f:g}·σ₀ (theorem's floor)")
+    axes[2].set_ylim(bottom=0)
+    _finish(axes[0], "time t (descent: τ·γ)", "loss", "Observed loss and predicted bound", "both")
+    _finish(axes[1], "time t (descent: τ·γ)", "distance (log scale)", "Displacement against R'")
+    _finish(axes[2], "time t (descent: τ·γ)", "smallest singular value", "σ_min(J_g) on the path")
+    return fig
+
+
+def recovery(rec, ax=None, title: str | None = None):
+    """The three-term recovery bound of Theorem B against the observed `‖x(t) − x̄‖`, with
+    the early-stopping time `t*` and the empirical best time.
+
+    **Arguments:**
+
+    - `rec`: a [`flowdip.Recovery`][].
+    - `ax`: the axes (a new figure by default).
+    - `title`: the title (default says whether the theorem's hypothesis `R' < R` holds).
+
+    **Returns:** the `Axes`.
+    """
+    ax = ax or plt.figure(figsize=(10, 4.5), layout="constrained").gca()
+    ok = np.asarray(rec.valid) & (np.asarray(rec.ts) > 0)
+    t = np.asarray(rec.ts)[ok]
+    ax.loglog(t, np.asarray(rec.error)[ok], color="black", lw=2, label="observed ‖x(t) − x̄‖")
+    ax.loglog(t, _positive(np.asarray(rec.bound)[ok]), color="C3", lw=1.8, label="bound (sum)")
+    ax.loglog(
+        t,
+        _positive(np.asarray(rec.optimisation_term)[ok]),
+        "--",
+        color="C0",
+        label="optimisation term",
+    )
+    # The y range follows the observed error; a term far below it is named in the legend.
+    floor = 0.3 * np.nanmin(_positive(np.asarray(rec.error)[ok]))
+    for value, color, name in (
+        (float(rec.noise_term), "C1", "noise term ‖ε‖/μ"),
+        (float(rec.expressivity_term), "C2", "expressivity term"),
+    ):
+        if value >= floor:
+            ax.axhline(value, ls="--", color=color, label=f"{name} = {value:.3g}")
+        elif value > 0:
+            ax.plot([], [], " ", label=f"{name} = {value:.3g} (below the plot)")
+    ax.set_ylim(bottom=floor)
+    best = float(rec.best_time)
+    ax.axvline(best, color="black", ls=":", label=f"best time (observed) = {best:.3g}")
+    t_star = float(rec.early_stopping_time)
+    if 0 < t_star <= t.max():
+        ax.axvline(t_star, color="C3", ls=":", label=f"early-stopping time t* = {t_star:.3g}")
+    elif t_star > 0:
+        ax.plot([], [], " ", label=f"t* = {t_star:.3g} (beyond the plot)")
+    if title is None:
+        held = "holds" if bool(rec.condition) else "fails: the bound is not guaranteed"
+        title = f"Recovery: Theorem B against the run (R' < R {held})"
+    _finish(ax, "time t (log scale)", "‖x − x̄‖ (log scale)", title, "both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the curves
+    return ax

@@ -1,0 +1,147 @@
+"""Certified width thresholds over a grid of problem sizes, as curves for phase diagrams
+(THEORY.md §3.4, §7.1 item 13)."""
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from ._sweep import _run_keys, Instance
+from ._theory import certify
+
+
+#: The variables of [`flowdip.certified_widths`][] and the curve label of each.
+WIDTH_LABELS = {
+    "width_threshold_descent": "certified: R'_GD < R (k_thr/c_γ²)",
+    "width_threshold": "certified: R' < R, flow (k_thr)",
+    "width_chernoff": "Chernoff: σ₀ ≥ C_φ'/2 w.p. 1 − 1/n",
+    "width_threshold_apriori": "a priori bound (§3.4 step 4)",
+}
+
+_VARIABLES = (
+    "width_threshold",
+    "width_threshold_descent",
+    "width_chernoff",
+    "width_threshold_apriori",
+    "sigma0",
+    "sigma_A",
+    "psi0",
+    "L_bound",
+    "c_gamma",
+    "R",
+    "R_prime",
+)
+
+
+def certified_widths(
+    instance: Instance,
+    *,
+    n: Sequence[int],
+    m: Sequence[int],
+    k: int,
+    seeds: int = 8,
+    d: int = 10,
+    step_size: float | None = None,
+    seed: int = 0,
+) -> xr.Dataset:
+    """The certificate's width thresholds for the instances a sweep would draw.
+
+    For every `(n, m)` and run `s < seeds`, the instance of [`flowdip.sweep`][] with key
+    `run_key(seed, n, m, s)` (the same `A`, `x̄`, `u` and neurons as the sweep's runs) is
+    certified at width `k` (the realised thresholds depend on `σ₀` and `ψ(ℓ₀)`, which vary
+    little with `k` once `k ≫ n`). Certificates are batched over seeds with `jax.vmap`.
+
+    **Arguments:**
+
+    - `instance`: how instances are drawn ([`flowdip.Instance`][]).
+    - `n`, `m`: the problem sizes; `k`: the width the certificates are computed at.
+    - `seeds`: instances per `(n, m)`; `d`: input size; `seed`: the sweep's base seed.
+    - `step_size`: the descent step `γ` (default: each instance's `1/L̂`).
+
+    **Returns:** an `xarray.Dataset` with dims `(n, m, seed)` holding `width_threshold`,
+    `width_threshold_descent`, `width_chernoff`, `width_threshold_apriori`, `sigma0`,
+    `sigma_A`, `psi0`, `L_bound`, `c_gamma`, `R`, `R_prime`.
+    """
+    n, m = [int(v) for v in n], [int(v) for v in m]
+    gamma = np.nan if step_size is None else float(step_size)
+    out = {name: np.full((len(n), len(m), seeds), np.nan) for name in _VARIABLES}
+    for i, nv in enumerate(n):
+        for j, mv in enumerate(m):
+            rows = np.asarray([(nv, mv, s) for s in range(seeds)], np.int64)
+            keys = _run_keys(seed, rows)
+            certs = _batch(instance, keys, nv, mv, int(k), int(d), jnp.asarray(gamma))
+            for name in _VARIABLES:
+                out[name][i, j] = np.asarray(getattr(certs, name))
+    coords = dict(n=n, m=m, seed=np.arange(seeds))
+    ds = xr.Dataset({name: (("n", "m", "seed"), v) for name, v in out.items()}, coords=coords)
+    ds.attrs["k"] = int(k)
+    ds.attrs["step_size"] = gamma
+    return ds
+
+
+def _batch(instance, keys, n, m, k, d, gamma):
+    return _batched(instance, n, m, k, d)(keys, gamma)
+
+
+@functools.cache
+def _batched(instance, n, m, k, d):
+    # One compiled program per shape, reused across calls and step sizes.
+    def one(key, gamma):
+        obj = instance.objective(key, n=n, m=m, k=k, d=d)
+        return certify(obj, gamma, sampled=False)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+def certified_width_curves(
+    ds: xr.Dataset,
+    y: str = "n",
+    *,
+    which: Sequence[str] = ("width_threshold_descent", "width_chernoff"),
+    quantile: float = 0.5,
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Curves `y ↦ k` of certified widths, for `flowdip.plot.phase_diagram(..., theory=…)`.
+
+    **Arguments:**
+
+    - `ds`: the dataset of [`flowdip.certified_widths`][]; its dimension `y` varies, the other
+      size dimension has one value.
+    - `y`: `"n"` or `"m"`, the vertical axis of the phase diagram.
+    - `which`: the thresholds to draw (keys of `flowdip._overparam.WIDTH_LABELS`).
+    - `quantile`: the quantile over seeds (default: the median).
+
+    **Returns:** `{label: f}`, `f(y_values)` interpolating the quantile linearly in log-log
+    coordinates (and extrapolating along the end segments).
+    """
+    other = "m" if y == "n" else "n"
+    if ds.sizes[other] != 1:
+        raise ValueError(f"Select one value of {other!r} first (it has {ds.sizes[other]}).")
+    ys = np.asarray(ds[y].values, float)
+    curves = {}
+    for name in which:
+        values = ds[name].isel({other: 0}).quantile(quantile, dim="seed").values
+        curves[WIDTH_LABELS.get(name, name)] = _loglog_interpolant(ys, np.asarray(values, float))
+    return curves
+
+
+def _loglog_interpolant(xs: np.ndarray, ys: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    ok = np.isfinite(ys) & (ys > 0)
+    lx, ly = np.log(xs[ok]), np.log(ys[ok])
+
+    def f(values):
+        v = np.log(np.asarray(values, float))
+        if lx.size == 0:
+            return np.full(v.shape, np.nan)
+        if lx.size == 1:
+            return np.full(v.shape, np.exp(ly[0]))
+        out = np.interp(v, lx, ly)
+        lo = (ly[1] - ly[0]) / (lx[1] - lx[0])
+        hi = (ly[-1] - ly[-2]) / (lx[-1] - lx[-2])
+        out = np.where(v < lx[0], ly[0] + lo * (v - lx[0]), out)
+        out = np.where(v > lx[-1], ly[-1] + hi * (v - lx[-1]), out)
+        return np.exp(out)
+
+    return f

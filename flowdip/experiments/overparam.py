@@ -1,0 +1,232 @@
+"""`flowdip reproduce gd-overparam`: the P3-style check of the overparametrisation bound for
+gradient descent (THEORY.md §3.4, §4.2, §7.1 item 13).
+
+Two sweeps with gradient descent at a certified step size: width `k` against the signal size
+`n` at fixed `m`, and `k` against the number of measurements `m` at fixed `n`. On each phase
+diagram the certified thresholds are drawn (the realised `R'_GD < R` width `k_thr/c_γ²` and
+the Chernoff width, medians over the same instances the sweep runs) next to the empirical
+widths at which descent converges with probability 0.5 and 0.9. THEORY.md §7.4 predicts the
+certified widths to be far above the empirical ones: the bound is pessimistic.
+
+The protocol is the proposal of THEORY.md §7.3 (P3's own grids are unknown): `A` with
+N(0, 1/m) entries, `x̄` uniform on the unit sphere, sigmoid, Rademacher `V`, MSE, success at
+loss < 1e-7. The step size is `1/max L̂` over the certified instances (so `c_γ ≥ ½` for each).
+"""
+
+import dataclasses
+import pathlib
+import time
+from collections.abc import Callable
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .. import plot
+from .._dynamics import GradientDescent, LossBelow
+from .._overparam import certified_width_curves, certified_widths
+from .._sweep import Grid, Instance, save_dataset, sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class OverparamOptions:
+    """Every choice of `flowdip reproduce gd-overparam`.
+
+    **Arguments:**
+
+    - `n`, `m_fixed`: the signal sizes of the first diagram and its number of measurements.
+    - `m`, `n_fixed`: the measurement counts of the second diagram and its signal size.
+    - `k`: the widths of both diagrams.
+    - `seeds`: runs per cell; `cert_seeds`: instances certified per row.
+    - `k_eval`: the width the certificates are computed at (default: the largest `k`).
+    - `step_size`: the descent step (default: `1/max L̂` over the certified instances).
+    - `tol`, `max_steps`: success at loss < `tol` within `max_steps` steps.
+    - `d`, `seed`, `out`, `progress`: input size, base seed, output folder, progress bars.
+    """
+
+    n: tuple[int, ...] = (10, 20, 40, 80)
+    m_fixed: int = 5
+    m: tuple[int, ...] = (2, 5, 10, 20, 30)
+    n_fixed: int = 40
+    k: tuple[int, ...] = tuple(int(v) for v in np.round(np.geomspace(8, 16384, 12)))
+    seeds: int = 20
+    cert_seeds: int = 8
+    k_eval: int | None = None
+    step_size: float | None = None
+    tol: float = 1e-7
+    max_steps: int = 25_000
+    d: int = 10
+    seed: int = 0
+    out: pathlib.Path = pathlib.Path("results/gd-overparam")
+    progress: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", pathlib.Path(self.out))
+        for name in ("n", "m", "k"):
+            values = tuple(int(v) for v in np.atleast_1d(getattr(self, name)))
+            if not values or min(values) < 1:
+                raise ValueError(f"{name} must be positive integers; got {values!r}.")
+            object.__setattr__(self, name, values)
+        if self.m_fixed >= min(self.n):
+            raise ValueError(
+                f"m_fixed={self.m_fixed} must be below every n (got n={self.n}): the theory "
+                "needs m < n for σ_A of a Gaussian A to be bounded away from 0."
+            )
+        if max(self.m) >= self.n_fixed:
+            raise ValueError(f"every m must be below n_fixed={self.n_fixed}; got m={self.m}.")
+        if self.step_size is not None and not self.step_size > 0:
+            raise ValueError(f"step_size must be > 0; got {self.step_size}.")
+        for name in ("seeds", "cert_seeds", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+
+    @classmethod
+    def preset(cls, quick: bool = False, **overrides) -> "OverparamOptions":
+        """The defaults, or with `quick` a small grid (3 rows per diagram, 7 widths, 4 seeds,
+        2000 steps) that runs in about a minute."""
+        base = {}
+        if quick:
+            base = dict(
+                n=(8, 16, 32),
+                m_fixed=4,
+                m=(2, 4, 8),
+                n_fixed=16,
+                k=(8, 16, 32, 64, 128, 256, 512),
+                seeds=4,
+                cert_seeds=4,
+                max_steps=2000,
+                out=pathlib.Path("results/gd-overparam-quick"),
+            )
+        return cls(**{**base, **overrides})
+
+
+INSTANCE = Instance(scaling="1/m", signal="sphere")
+
+
+def _widths_at(freq: np.ndarray, ks: np.ndarray, level: float) -> np.ndarray:
+    """Per row, the smallest `k` with success frequency ≥ `level` (NaN if none)."""
+    out = np.full(freq.shape[0], np.nan)
+    for i, row in enumerate(freq):
+        hit = np.nan_to_num(row, nan=0.0) >= level
+        if hit.any():
+            out[i] = ks[np.argmax(hit)]
+    return out
+
+
+def run(options: OverparamOptions | None = None, log: Callable[[str], None] = print) -> dict:
+    """Runs both sweeps, certifies the same instances and draws the figure.
+
+    **Returns:** the paths written: `figure` (`gd-overparam.png`), `summary`
+    (`summary.txt`), `sweep_n`, `sweep_m`, `certificates_n`, `certificates_m` (netCDF).
+    """
+    options = options or OverparamOptions()
+    if not jax.config.read("jax_enable_x64"):
+        raise RuntimeError("gd-overparam needs float64: jax_enable_x64 (a 1e-7 loss threshold).")
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    k_eval = options.k_eval or max(options.k)
+    start = time.perf_counter()
+    rows = [("n", tuple(options.n), (options.m_fixed,)), ("m", (options.n_fixed,), options.m)]
+    log(f"Certifying {options.cert_seeds} instances per row at k = {k_eval} ...")
+    certs = {}
+    for i, (y, ns, ms) in enumerate(rows):
+        certs[y] = certified_widths(
+            INSTANCE,
+            n=ns,
+            m=ms,
+            k=k_eval,
+            seeds=options.cert_seeds,
+            d=options.d,
+            seed=options.seed,
+            step_size=options.step_size,
+        )
+        log(f"  [{i + 1}/2] rows {y} = {[int(v) for v in certs[y][y].values]}: done")
+    gamma = options.step_size
+    if gamma is None:
+        L = max(float(np.nanmax(c["L_bound"].values)) for c in certs.values())
+        gamma = 1.0 / L
+        # Same compiled certificates, now at the common step (c_γ = 1 − γL̂/2 ≥ ½ for each).
+        for y, ns, ms in rows:
+            certs[y] = certified_widths(
+                INSTANCE,
+                n=ns,
+                m=ms,
+                k=k_eval,
+                seeds=options.cert_seeds,
+                d=options.d,
+                seed=options.seed,
+                step_size=gamma,
+            )
+    log(f"Descent step γ = {gamma:.4g} (1/max L̂ over the certified instances).")
+    datasets = {}
+    for i, (y, ns, ms) in enumerate(rows):
+        grid = Grid(n=ns, m=ms, k=options.k, seeds=options.seeds, d=options.d)
+        log(f"Sweep {i + 1}/2 over k and {y}: {grid.num_runs} runs ...")
+        datasets[y] = sweep(
+            grid,
+            dynamics=GradientDescent(gamma),
+            num_steps=options.max_steps,
+            stop=LossBelow(options.tol),
+            instance=INSTANCE,
+            out=out / f"sweep_{y}",
+            seed=options.seed,
+            progress=options.progress,
+            bucket_ratio=1e6,
+        )
+    wall = time.perf_counter() - start
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.6), layout="constrained")
+    lines = [
+        f"gd-overparam: GD γ = {gamma:.4g}, success at loss < {options.tol:g} within "
+        f"{options.max_steps} steps; A ~ N(0, 1/m), x̄ on the sphere; certificates at "
+        f"k = {k_eval}, medians over {options.cert_seeds} instances",
+    ]
+    for ax, (y, _, _) in zip(axes, rows):
+        ds = datasets[y]
+        curves = certified_width_curves(certs[y], y)
+        plot.phase_diagram(ds, x="k", y=y, ax=ax, theory=curves)
+        freq = ds["converged"].mean("seed").squeeze().transpose(y, "k").values
+        freq = freq.reshape(len(ds[y]), len(ds["k"]))
+        ks = np.asarray(ds["k"].values, float)
+        ys = np.asarray(ds[y].values, float)
+        k50, k90 = _widths_at(freq, ks, 0.5), _widths_at(freq, ks, 0.9)
+        (marker,) = ax.plot(k90, ys, "w^", ms=9, mec="black", label="empirical: success ≥ 90%")
+        old = ax.get_legend()
+        handles = (list(old.legend_handles) if old is not None else []) + [marker]
+        legend = ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+        legend.get_frame().set_facecolor("0.75")  # the 50% line is white
+        fixed = f"m = {options.m_fixed}" if y == "n" else f"n = {options.n_fixed}"
+        ax.set_title(f"GD, {fixed}: empirical success against certified widths")
+        thr = np.median(
+            certs[y]["width_threshold_descent"].squeeze().values.reshape(len(ys), -1), 1
+        )
+        chern = np.median(certs[y]["width_chernoff"].squeeze().values.reshape(len(ys), -1), 1)
+        # Show the certified widths even beyond the grid: the gap is the point of the figure.
+        top = np.nanmax(np.concatenate([thr, chern, [ks.max()]]))
+        ax.set_xlim(ax.get_xlim()[0], max(ax.get_xlim()[1], 2 * top))
+        lines.append("")
+        lines.append(f"{y:>4} | empirical k (50%) | k (90%) | certified k_thr/c_γ² | Chernoff k")
+        for j, yv in enumerate(ys):
+            lines.append(
+                f"{int(yv):>4} | {k50[j]:>17g} | {k90[j]:>7g} | {thr[j]:>20.4g} | {chern[j]:>10.4g}"
+            )
+    fig.suptitle(
+        f"Overparametrisation for gradient descent (γ = {gamma:.3g}): the certified widths "
+        "are far above the widths at which descent converges"
+    )
+    paths = {
+        "figure": out / "gd-overparam.png",
+        "summary": out / "summary.txt",
+        "certificates_n": out / "certificates_n.nc",
+        "certificates_m": out / "certificates_m.nc",
+        "sweep_n": out / "sweep_n" / "results.nc",
+        "sweep_m": out / "sweep_m" / "results.nc",
+    }
+    fig.savefig(paths["figure"], dpi=100)
+    plt.close(fig)
+    lines.append("")
+    lines.append(f"wall time: {wall:.1f} s")
+    paths["summary"].write_text("\n".join(lines) + "\n")
+    for y in ("n", "m"):
+        save_dataset(certs[y], paths[f"certificates_{y}"])
+    return paths
