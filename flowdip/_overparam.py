@@ -9,6 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from ._networks import TwoLayerDIP
+from ._objective import Objective
+from ._problem import InverseProblem
 from ._sweep import _run_keys, Instance
 from ._theory import certify
 
@@ -46,13 +49,15 @@ def certified_widths(
     d: int = 10,
     step_size: float | None = None,
     seed: int = 0,
+    pad_to: tuple[int, int] | None = None,
 ) -> xr.Dataset:
     """The certificate's width thresholds for the instances a sweep would draw.
 
     For every `(n, m)` and run `s < seeds`, the instance of [`flowdip.sweep`][] with key
     `run_key(seed, n, m, s)` (the same `A`, `x̄`, `u` and neurons as the sweep's runs) is
     certified at width `k` (the realised thresholds depend on `σ₀` and `ψ(ℓ₀)`, which vary
-    little with `k` once `k ≫ n`). Certificates are batched over seeds with `jax.vmap`.
+    little with `k` once `k ≫ n`). Certificates are batched over seeds with `jax.vmap`; the
+    instances of every cell are drawn by one compiled program, at padded sizes.
 
     **Arguments:**
 
@@ -60,6 +65,8 @@ def certified_widths(
     - `n`, `m`: the problem sizes; `k`: the width the certificates are computed at.
     - `seeds`: instances per `(n, m)`; `d`: input size; `seed`: the sweep's base seed.
     - `step_size`: the descent step `γ` (default: each instance's `1/L̂`).
+    - `pad_to`: `(n, m)` the instances are drawn at (default: the largest `n` and `m`); calls
+      with the same `pad_to`, `k`, `d` and `seeds` share the drawing program.
 
     **Returns:** an `xarray.Dataset` with dims `(n, m, seed)` holding `width_threshold`,
     `width_threshold_descent`, `width_chernoff`, `width_threshold_apriori`, `sigma0`,
@@ -67,12 +74,17 @@ def certified_widths(
     """
     n, m = [int(v) for v in n], [int(v) for v in m]
     gamma = np.nan if step_size is None else float(step_size)
+    n_pad, m_pad = (max(n), max(m)) if pad_to is None else (int(pad_to[0]), int(pad_to[1]))
+    if n_pad < max(n) or m_pad < max(m):
+        raise ValueError(f"pad_to={pad_to!r} is below the largest sizes (n={max(n)}, m={max(m)}).")
+    draw = _drawer(instance, n_pad, m_pad, int(k), int(d))
     out = {name: np.full((len(n), len(m), seeds), np.nan) for name in _VARIABLES}
     for i, nv in enumerate(n):
         for j, mv in enumerate(m):
             rows = np.asarray([(nv, mv, s) for s in range(seeds)], np.int64)
             keys = _run_keys(seed, rows)
-            certs = _batch(instance, keys, nv, mv, int(k), int(d), jnp.asarray(gamma))
+            arrays = draw(keys, jnp.asarray(nv), jnp.asarray(mv))
+            certs = _certifier(instance, nv, mv)(arrays, jnp.asarray(gamma))
             for name in _VARIABLES:
                 out[name][i, j] = np.asarray(getattr(certs, name))
     coords = dict(n=n, m=m, seed=np.arange(seeds))
@@ -82,18 +94,38 @@ def certified_widths(
     return ds
 
 
-def _batch(instance, keys, n, m, k, d, gamma):
-    return _batched(instance, n, m, k, d)(keys, gamma)
+# Drawing an instance costs little to run but much to compile (a dozen threefry hashes over
+# every entry): both programs below run once per cell, so they are compiled without LLVM's
+# expensive passes, and the draw is compiled once for every cell, at padded sizes.
+_CHEAP = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True)
 
 
 @functools.cache
-def _batched(instance, n, m, k, d):
-    # One compiled program per shape, reused across calls and step sizes.
-    def one(key, gamma):
-        obj = instance.objective(key, n=n, m=m, k=k, d=d)
-        return certify(obj, gamma, sampled=False)
+def _drawer(instance, n_pad, m_pad, k, d):
+    def one(key, n_true, m_true):
+        obj = instance.objective(key, n=n_pad, m=m_pad, k=k, d=d, n_true=n_true, m_true=m_true)
+        net, problem = obj.generator, obj.problem
+        return problem.matrix, problem.x_true, problem.y, net.u, net.W, net.V
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)), compiler_options=_CHEAP)
+
+
+def _unpad(instance, arrays, n, m) -> Objective:
+    # The padded draw holds the unpadded instance in its leading rows and columns (every entry
+    # has its own key; A's 1/√m and x̄'s normalisation use the true sizes).
+    A, x, y, u, W, V = arrays
+    problem = InverseProblem(A[:m, :n], x[:n], y=y[:m], noise_std=instance.noise_std)
+    net = TwoLayerDIP(u=u, W=W, V=V[:n], activation=instance.activation)
+    return Objective(problem, net, instance.loss)
+
+
+@functools.cache
+def _certifier(instance, n, m):
+    # One compiled program per shape (n, m), batched over seeds, reused across step sizes.
+    def one(arrays, gamma):
+        return certify(_unpad(instance, arrays, n, m), gamma, sampled=False)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)), compiler_options=_CHEAP)
 
 
 def certified_width_curves(

@@ -296,7 +296,13 @@ class _Chunk:
         return f"chunk_{self.index:05d}.npz"
 
 
-def plan_chunks(grid: Grid, *, chunk_size: int, bucket_ratio: float = 4.0) -> list[_Chunk]:
+def plan_chunks(
+    grid: Grid,
+    *,
+    chunk_size: int,
+    bucket_ratio: float = 4.0,
+    pad_to: tuple[int, int, int] | None = None,
+) -> list[_Chunk]:
     """The sweep's deterministic list of chunks (what `--shard i/N` splits).
 
     A bucket is one compiled program: `n`, `m` and `k` are padded to the largest of groups of
@@ -304,13 +310,15 @@ def plan_chunks(grid: Grid, *, chunk_size: int, bucket_ratio: float = 4.0) -> li
     too although the reduced step is `O(mk)`: drawing `V`, forming `B = AV/√k` and the Gram
     matrix of `σ_min(J(θ₀))` cost `O(nk)` to `O(n²k)` per run, more than the steps of a run
     that converges quickly.) Within a bucket the runs go in the order `(n, m, k, seed)`, so a
-    chunk of `seeds` runs is one cell.
+    chunk of `seeds` runs is one cell. `pad_to = (n, m, k)` pads every bucket to at least these
+    sizes (sweeps padded alike, with chunks of one length, share one compiled program).
     """
+    lo_n, lo_m, lo_k = (0, 0, 0) if pad_to is None else (int(v) for v in pad_to)
     chunks = []
     for ns in _groups(grid.n, bucket_ratio):
         for ms in _groups(grid.m, bucket_ratio):
             for ks in _groups(grid.k, bucket_ratio):
-                n_pad, m_pad, k_pad = max(ns), max(ms), max(ks)
+                n_pad, m_pad, k_pad = max(*ns, lo_n), max(*ms, lo_m), max(*ks, lo_k)
                 # Memory per run is dominated by V (n×k), W (k×d), B (m×k) and A (m×n).
                 per_run = 8 * (k_pad * (n_pad + m_pad + grid.d + 8) + m_pad * n_pad)
                 size = max(1, min(chunk_size, (256 * 2**20) // per_run))
@@ -323,8 +331,12 @@ def plan_chunks(grid: Grid, *, chunk_size: int, bucket_ratio: float = 4.0) -> li
     return chunks
 
 
-def _config(grid, instance, dynamics, horizon, stop, seed, chunk_size, bucket_ratio) -> dict:
+def _config(
+    grid, instance, dynamics, horizon, stop, seed, chunk_size, bucket_ratio, pad_to=None
+) -> dict:
+    extra = {} if pad_to is None else dict(pad_to=[int(v) for v in pad_to])
     return dict(
+        **extra,
         grid=dataclasses.asdict(grid),
         instance={f.name: repr(getattr(instance, f.name)) for f in dataclasses.fields(instance)},
         dynamics=repr(dynamics),
@@ -420,6 +432,7 @@ def sweep(
     seed: int = 0,
     chunk_size: int = 512,
     bucket_ratio: float = 4.0,
+    pad_to: tuple[int, int, int] | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
 ):
@@ -447,6 +460,8 @@ def sweep(
       cells stop at very different step counts.
     - `bucket_ratio`: the factor within which grid values share a compiled program (larger:
       fewer compilations, more padding).
+    - `pad_to`: `(n, m, k)`: pad every bucket to at least these sizes, so that sweeps of
+      different grids (padded alike, with chunks of one length) share one compiled program.
     - `shard`: `(i, N)`: run only chunks `c` with `c % N == i` (a job array); join the
       outputs with [`flowdip.merge_sweeps`][].
     - `progress`: show a progress bar.
@@ -472,8 +487,12 @@ def sweep(
     if not bucket_ratio >= 1:
         raise ValueError(f"bucket_ratio must be >= 1; got {bucket_ratio}.")
 
-    config = _config(grid, instance, dynamics, horizon, stop, seed, chunk_size, bucket_ratio)
-    chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio)
+    if pad_to is not None and (len(pad_to) != 3 or min(int(v) for v in pad_to) < 1):
+        raise ValueError(f"pad_to must be three sizes (n, m, k) >= 1; got {pad_to!r}.")
+    config = _config(
+        grid, instance, dynamics, horizon, stop, seed, chunk_size, bucket_ratio, pad_to
+    )
+    chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio, pad_to=pad_to)
     mine = [c for c in chunks if c.index % count == i]
     folder = None if out is None else pathlib.Path(out)
     results = {}
