@@ -104,9 +104,11 @@ def test_width_curves_interpolate_in_log_log():
 @pytest.mark.slow
 def test_reproduce_gd_overparam_tiny_grid(tmp_path, capsys):
     out = tmp_path / "over"
-    argv = ["reproduce", "gd-overparam", "--quick", "--n", "6,12", "--m", "2,3", "--k", "8,64"]
+    # The smallest grid: two rows per diagram (so that both sweeps share one compiled program,
+    # --quick pads them alike), two widths, two seeds.
+    argv = ["reproduce", "gd-overparam", "--quick", "--n", "6,8", "--m", "2,3", "--k", "8,16"]
     assert (
-        main([*argv, "--seeds", "2", "--max-steps", "300", "--no-progress", "--out", str(out)]) == 0
+        main([*argv, "--seeds", "2", "--max-steps", "100", "--no-progress", "--out", str(out)]) == 0
     )
     printed = capsys.readouterr().out
     for name in ("gd-overparam.png", "summary.txt", "certificates_n.nc"):
