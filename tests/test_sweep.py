@@ -52,6 +52,15 @@ def test_grid_is_complete_and_chunked(reference):
     assert {c.n_pad for c in chunks} == {10} and {c.k_pad for c in chunks} == {16}
 
 
+def test_pad_to_raises_the_padded_sizes_only():
+    # pad_to raises every bucket's sizes to at least its own (sweeps then share a program).
+    chunks = fd.plan_chunks(GRID, chunk_size=8)
+    padded = fd.plan_chunks(GRID, chunk_size=8, pad_to=(12, 1, 32))
+    assert [c.runs for c in padded] == [c.runs for c in chunks]
+    assert {(c.n_pad, c.k_pad) for c in padded} == {(12, 32)}
+    assert {c.m_pad for c in padded} == {c.m_pad for c in chunks}
+
+
 def test_padded_masked_run_equals_unpadded_run():
     key = fd.run_key(0, 6, 3, 1)
     plain = fd.run_cell(INSTANCE, DYN, key=key, n=6, m=3, k=8, d=3, horizon=STEPS, stop=STOP)
