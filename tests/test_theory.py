@@ -94,19 +94,14 @@ def test_hvp_estimate_of_L_below_closed_form_bound(small):
     assert np.isclose(closed.c_gamma, 0.5)
 
 
-def test_matrix_free_sigma0_for_an_mlp():
-    kp, kn = jr.split(jr.key(3))
-    problem = fd.InverseProblem.compressed_sensing(kp, 4, 7, scaling="1/m")
-    net = fd.MLP.init(kn, d=3, widths=[12], n=7)
-    obj = fd.Objective(problem, net)
-    cert = fd.certify(obj, num_samples=1, power_iters=10)
-    J = _dense_jacobian(obj, jnp.zeros(_p(obj)))
-    assert np.isclose(cert.sigma0, jnp.linalg.svd(J, compute_uv=False)[-1], rtol=1e-8)
-    comp = jnp.linalg.svd(problem.matrix @ J, compute_uv=False)[-1]
-    assert np.isclose(cert.composite_sigma0, comp, rtol=1e-8)
-    assert np.isnan(cert.L_bound) and np.isfinite(cert.L_estimate)
-    assert np.isnan(cert.width_threshold)
-    assert "(estimate)" in cert.table()
+def test_matrix_free_certificate_marks_estimates(small):
+    # The autodiff path (any generator: Lanczos σ₀ checked against the SVD above) has no
+    # closed-form L or widths, and labels its sampled quantities. (A separate MLP certificate
+    # would compile the whole autodiff path once more for the same checks.)
+    _, _, auto = small
+    assert np.isnan(auto.L_bound) and np.isfinite(auto.L_estimate)
+    assert np.isnan(auto.width_threshold)
+    assert "(estimate)" in auto.table()
 
 
 def test_mse_formulas_and_widths(small):
@@ -206,12 +201,14 @@ def test_rate_inverse_inverts_rate(loss):
 
 
 def test_certify_vmaps_over_seeds():
+    # Closed forms only: the sampled estimates' batching is that of jax.vmap over fori_loops,
+    # and compiling them batched costs more than the rest of this file's certificates.
     def cert_of(key):
-        return fd.certify(near_objective(key, n=6, m=3, k=60, d=5))
+        return fd.certify(near_objective(key, n=6, m=3, k=60, d=5), sampled=False)
 
     keys = jr.split(jr.key(5), 3)
     batched = jax.vmap(cert_of)(keys)
     for i in range(3):
         one = cert_of(keys[i])
-        for name in ("sigma0", "R", "R_prime", "L_bound", "L_estimate", "width_threshold"):
+        for name in ("sigma0", "R", "R_prime", "L_bound", "c_gamma", "width_threshold"):
             assert np.isclose(getattr(batched, name)[i], getattr(one, name), rtol=1e-9), name
