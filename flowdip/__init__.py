@@ -74,3 +74,7 @@ from ._sweep import (
     save_dataset as save_dataset,
     sweep as sweep,
 )
+from ._phase import (
+    disagreement as disagreement,
+    SweepGradientFlow as SweepGradientFlow,
+)
