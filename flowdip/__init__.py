@@ -53,6 +53,10 @@ from ._dynamics import (
     InertialFlow as InertialFlow,
     ModifiedFlow as ModifiedFlow,
 )
+from ._phase import (
+    disagreement as disagreement,
+    SweepGradientFlow as SweepGradientFlow,
+)
 from ._sharpness import (
     gauss_newton_sharpness as gauss_newton_sharpness,
     hessian_vector_product as hessian_vector_product,
@@ -73,8 +77,4 @@ from ._sweep import (
     run_key as run_key,
     save_dataset as save_dataset,
     sweep as sweep,
-)
-from ._phase import (
-    disagreement as disagreement,
-    SweepGradientFlow as SweepGradientFlow,
 )
