@@ -140,3 +140,28 @@ def test_sweep_flow_checks_its_arguments():
         SweepGradientFlow(rtol=-1.0)
     with pytest.raises(ValueError, match="max_steps"):
         SweepGradientFlow(max_steps=0)
+
+
+def test_phase_options_use_the_p1_reproductions_grids_and_check_values(tmp_path):
+    from flowdip.experiments import flow_vs_descent_phase as fvdp, ssvm
+
+    for quick in (False, True):
+        opts = fvdp.PhaseOptions(quick=quick, out=tmp_path)
+        for figure, make in (("fig1", ssvm.SSVMOptions.fig1), ("fig2", ssvm.SSVMOptions.fig2)):
+            mine, theirs = opts.ssvm(figure), make(quick=quick)
+            assert mine.grid == theirs.grid and mine.seed == theirs.seed
+            assert (mine.max_steps, mine.step_size, mine.tol) == (
+                theirs.max_steps,
+                theirs.step_size,
+                theirs.tol,
+            )
+    eta = fvdp.PhaseOptions(step_size=0.5, max_steps=100, out=tmp_path)
+    assert eta.ssvm("fig1").step_size == 0.5 and eta.flow(100).max_steps == 100
+    with pytest.raises(ValueError, match="figures"):
+        fvdp.PhaseOptions(figures=("fig3",))
+    with pytest.raises(ValueError, match="step_size"):
+        fvdp.PhaseOptions(step_size=0.0)
+    with pytest.raises(ValueError, match="descent-from"):
+        fvdp.options_from(
+            quick=True, overrides=dict(figures=("fig1",)), descent_from=[tmp_path, tmp_path]
+        )

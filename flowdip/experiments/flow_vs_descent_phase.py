@@ -273,6 +273,9 @@ def phase_figure(results: dict, options: PhaseOptions, path: pathlib.Path) -> pa
         a.set_title(f"{figure}: gradient descent η = {eta:g} ({seeds} runs per cell)")
         handles = list(a.get_legend().legend_handles) if a.get_legend() else []
         el = d2["eta_lambda"]
+        if np.nanmin(el) >= 2 or np.nanmax(el) < 2:
+            side = ">" if np.nanmin(el) >= 2 else "<"
+            a.set_title(f"{a.get_title()}\nmedian η·λ_max(θ₀) {side} 2 in every cell")
         if len(ks) > 1 and len(ys) > 1 and np.nanmin(el) < 2 < np.nanmax(el):
             a.contour(ks, ys, el, levels=[2.0], colors="red", linewidths=2, linestyles="-")
             handles.append(
@@ -440,7 +443,10 @@ def scan_figure(scan: dict, path: pathlib.Path) -> pathlib.Path:
         b.semilogx(etas, [r[2] for r in rows], "o-", label=figure)
     a.set_ylabel("runs whose outcome differs from the flow (%)")
     b.set_ylabel("largest |descent − flow| frequency in a cell")
+    etas = sorted({r[0] for rows in scan.values() for r in rows})
     for ax in (a, b):
+        ax.set_xticks(etas, [f"{v:g}" for v in etas])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("descent step size η (same horizon)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
@@ -544,10 +550,13 @@ def run(options: PhaseOptions | None = None, log: Callable[[str], None] = print)
     scan = {}
     if options.scan:
         start = (time.perf_counter(), time.process_time())
-        for figure, (_, flow, _) in results.items():
+        for figure, (main, flow, _) in results.items():
             rows = []
-            for eta in sorted(options.scan):
-                descent = run_descent(options, figure, step_size=eta, log=log)
+            for eta in sorted(set(options.scan) | {options.step_size}):
+                if eta == options.step_size:
+                    descent = main
+                else:
+                    descent = run_descent(options, figure, step_size=eta, log=log)
                 stats = disagreement(descent, flow)
                 diff = np.abs(stats["difference"])
                 rows.append(
