@@ -165,3 +165,21 @@ def test_phase_options_use_the_p1_reproductions_grids_and_check_values(tmp_path)
         fvdp.options_from(
             quick=True, overrides=dict(figures=("fig1",)), descent_from=[tmp_path, tmp_path]
         )
+
+
+def test_command_line_options_reach_the_experiment(tmp_path):
+    from flowdip import cli
+    from flowdip.experiments import flow_vs_descent_phase as fvdp
+
+    argv = ["reproduce", "flow-vs-descent-phase", "--quick", "--figures", "fig1"]
+    argv += ["--step-size", "0.5", "--step-sizes", "0.25,2", "--flow-budget", "300"]
+    argv += ["--out", str(tmp_path), "--descent-from", str(tmp_path / "d")]
+    args = cli._parser().parse_args(argv)
+    assert args.experiment in cli.REPRODUCTIONS
+    assert args.step_sizes == (0.25, 2.0) and args.flow_budget == 300
+    opts = fvdp.options_from(
+        quick=True,
+        overrides=dict(figures=("fig1",), step_size=0.5, scan=(0.25, 2.0), flow_budget=300),
+        descent_from=args.descent_from,
+    )
+    assert opts.descent_from == {"fig1": tmp_path / "d"} and opts.flow(2000).max_steps == 300
