@@ -156,7 +156,7 @@ def _reusable(folder, grid: Grid, opts: ssvm.SSVMOptions):
     config = json.loads(ds.attrs.get("config", "{}"))
     same = (
         bool(ds.attrs.get("complete", 0))
-        and config.get("grid") == dataclasses.asdict(grid)
+        and config.get("grid") == json.loads(json.dumps(dataclasses.asdict(grid)))
         and config.get("step_size") == opts.step_size
         and config.get("horizon") == opts.max_steps
         and config.get("seed") == opts.seed
