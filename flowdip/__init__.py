@@ -49,6 +49,10 @@ from ._overparam import (
     certified_width_curves as certified_width_curves,
     certified_widths as certified_widths,
 )
+from ._phase import (
+    disagreement as disagreement,
+    SweepGradientFlow as SweepGradientFlow,
+)
 from ._problem import InverseProblem as InverseProblem
 from ._recovery import (
     project_onto_reachable as project_onto_reachable,

@@ -24,6 +24,9 @@ class SolveError(RuntimeError):
 
 
 _UNROLL = 4
+#: A descent step "raises the loss" when `F(θ_{τ+1}) > (1 + _RISE_RTOL) F(θ_τ)`: the margin keeps
+#: round-off on a plateau (where the true decrease is below float64 resolution) from counting.
+_RISE_RTOL = 1e-9
 
 
 def _nan_where(valid: Array, x: Array) -> Array:
@@ -83,18 +86,20 @@ def _solve_discrete(
     # that no per-step branch (a select under vmap) evaluates the save statistics.
     def run_to(target, carry):
         def cond(c):
-            tau, _, done, _ = c
+            tau, _, done, _, _ = c
             return ~done & (tau < target)
 
         def substep(c):
-            tau, state, done, last = c
+            tau, state, done, last, rose = c
             active = ~done & (tau < target)
             loss, new_state = dynamics.step(objective, state)
+            # `loss` is F(θ_τ) and `last` F(θ_{τ−1}) (F(θ₀) itself on the first step).
+            rose = rose | (active & (loss > (1 + _RISE_RTOL) * last))
             stop_now = active & _stopped(loss, tau)
             advance = active & ~stop_now
             state = jax.tree_util.tree_map(lambda a, b: jnp.where(advance, a, b), new_state, state)
             tau = tau + advance.astype(tau.dtype)
-            return tau, state, done | stop_now, jnp.where(active, loss, last)
+            return tau, state, done | stop_now, jnp.where(active, loss, last), rose
 
         def body(c):
             # A few masked steps per iteration amortise the loop's own cost, which dominates
@@ -108,7 +113,7 @@ def _solve_discrete(
     def segment(i, c):
         carry, bufs = c
         carry = run_to(save_steps[i], carry)
-        tau, state, done, _ = carry
+        tau, state, done, _, _ = carry
         save_now = ~done & (tau == save_steps[i])
 
         def write(b):
@@ -118,9 +123,9 @@ def _solve_discrete(
 
         return carry, jax.lax.cond(save_now, write, lambda b: b, bufs)
 
-    carry = (jnp.zeros((), save_steps.dtype), state0, jnp.array(False), loss0)
+    carry = (jnp.zeros((), save_steps.dtype), state0, jnp.array(False), loss0, jnp.array(False))
     carry, bufs = jax.lax.fori_loop(0, T, segment, (carry, buffers))
-    tau, state, _, loss = run_to(horizon + 1, carry)
+    tau, state, _, loss, rose = run_to(horizon + 1, carry)
     # The loop carries only a flag; the code is read off the loss it stopped at (same
     # precedence as the checks: NaN, divergence, the stop rule, the horizon).
     nonfinite, diverged, converged, at_horizon = _flags(loss, tau)
@@ -152,6 +157,7 @@ def _solve_discrete(
         num_steps=tau,
         result=code,
         dynamics=dynamics,
+        loss_rose=rose,
     )
 
 
@@ -184,7 +190,12 @@ def _solve_flow(
         # Bisection on the step that crossed: always bracketed, unlike Newton, which can stall
         # on the dense interpolant of a long step.
         tol = 1e3 * float(jnp.finfo(dtype).eps)
-        event = dfx.Event(cond_fn, root_finder=optx.Bisection(rtol=tol, atol=tol))
+        # `flip=True` (the residual falls across the step) rather than detected: under vmap,
+        # Diffrax root-finds every run once one run's event fires, and a run without an event
+        # gets the residual `t_end − t`, which is zero at the upper end; detection then fails
+        # with "The root is not contained in [lower, upper]" and kills the whole batch.
+        bisection = optx.Bisection(rtol=tol, atol=tol, flip=True)
+        event = dfx.Event(cond_fn, root_finder=bisection)
     sol = dfx.diffeqsolve(
         dfx.ODETerm(dynamics.vector_field(objective)),
         dynamics.solver,

@@ -23,6 +23,7 @@ from ._losses import AbstractLoss, MSE
 from ._networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere
 from ._objective import Objective
 from ._problem import InverseProblem
+from ._sharpness import sharpness
 from ._solve import solve
 from ._trajectory import RESULTS
 
@@ -181,9 +182,17 @@ VARIABLES = (
     "sigma0",
     "recovery_error",
 )
+#: Per-run variables added by `sweep(..., diagnostics=True)`: `sharpness0`, the sharpness
+#: `λ_max(∇²F(θ₀))` at the initialisation (Lanczos, 20 steps), and `loss_rose`, whether a
+#: descent's loss rose at some step (NaN for flows, whose loss never rises).
+DIAGNOSTICS = ("sharpness0", "loss_rose")
 
 
-def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d):
+def _variables(diagnostics: bool) -> tuple[str, ...]:
+    return VARIABLES + (DIAGNOSTICS if diagnostics else ())
+
+
+def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnostics=False):
     """One run as a function of its key and true sizes (vmapped by the chunk program)."""
 
     def run(key, n_true, m_true, k_true):
@@ -197,7 +206,7 @@ def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d):
             obj, dynamics, stop=stop, num_saves=1, save_params=False, throw=False, **kwargs
         )
         x_true = obj.problem.x_true
-        return dict(
+        out = dict(
             final_loss=traj.final_loss,
             initial_loss=traj.initial_loss,
             converged=traj.converged,
@@ -207,6 +216,13 @@ def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d):
             sigma0=_sigma0(obj.generator, n_true),
             recovery_error=jnp.linalg.norm(traj.final_signal - x_true),
         )
+        if diagnostics:
+            # Masked neurons and padded rows give zero rows of the Hessian: λ_max is unchanged.
+            out["sharpness0"] = sharpness(obj, obj.initial_state()).value
+            rose = traj.loss_rose
+            nan = jnp.full((), jnp.nan, traj.final_loss.dtype)
+            out["loss_rose"] = nan if rose is None else rose.astype(nan.dtype)
+        return out
 
     return run
 
@@ -236,8 +252,10 @@ def _sigma0(net: TwoLayerDIP, n_true):
 
 
 @eqx.filter_jit
-def _run_chunk(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, sizes, mesh):
-    run = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d)
+def _run_chunk(
+    instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, sizes, mesh, diagnostics
+):
+    run = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnostics)
 
     def local(keys, sizes):
         return jax.vmap(run)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
@@ -265,11 +283,12 @@ def run_cell(
     horizon,
     stop=None,
     pad: tuple[int, int, int] | None = None,
+    diagnostics: bool = False,
 ) -> dict:
     """One run exactly as the sweep runs it (unbatched), optionally padded to sizes `pad`
-    `(n, m, k)`, for checks and debugging."""
+    `(n, m, k)`, for checks and debugging (`diagnostics` as for [`flowdip.sweep`][])."""
     n_pad, m_pad, k_pad = (n, m, k) if pad is None else pad
-    fn = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d)
+    fn = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnostics)
     return fn(key, jnp.asarray(n), jnp.asarray(m), jnp.asarray(k))
 
 
@@ -402,7 +421,7 @@ def _mesh():
     return jax.sharding.Mesh(np.asarray(devices), ("runs",))
 
 
-def _execute(chunk, grid, instance, dynamics, horizon, stop, seed) -> dict:
+def _execute(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics=False) -> dict:
     ndev = len(jax.devices())
     runs = list(chunk.runs)
     padded = runs + [runs[-1]] * ((-len(runs)) % ndev)  # repeats of a real run, dropped below
@@ -413,7 +432,7 @@ def _execute(chunk, grid, instance, dynamics, horizon, stop, seed) -> dict:
         spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
         keys, sizes = jax.device_put(keys, spec), jax.device_put(sizes, spec)
     pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
-    out = _run_chunk(instance, dynamics, horizon, stop, *pads, keys, sizes, mesh)
+    out = _run_chunk(instance, dynamics, horizon, stop, *pads, keys, sizes, mesh, diagnostics)
     out = {name: np.asarray(v)[: len(runs)] for name, v in out.items()}
     for j, name in enumerate(("n", "m", "k", "seed")):
         out[name] = np.asarray([r[j] for r in runs])
@@ -435,6 +454,7 @@ def sweep(
     pad_to: tuple[int, int, int] | None = None,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    diagnostics: bool = False,
 ):
     """Runs every cell of `grid` and returns an `xarray.Dataset` with dims `(n, m, k, seed)`.
 
@@ -465,6 +485,9 @@ def sweep(
     - `shard`: `(i, N)`: run only chunks `c` with `c % N == i` (a job array); join the
       outputs with [`flowdip.merge_sweeps`][].
     - `progress`: show a progress bar.
+    - `diagnostics`: also record, per run, `sharpness0` (`λ_max(∇²F(θ₀))`, 20 Lanczos steps
+      on Hessian-vector products) and `loss_rose` (whether a descent's loss rose at some step;
+      NaN for flows). Off, the sweep (and its folder's arguments) is unchanged.
 
     **Returns:** an `xarray.Dataset` (cells not run by this shard are NaN; `attrs["complete"]`
     says whether every cell is filled).
@@ -492,6 +515,8 @@ def sweep(
     config = _config(
         grid, instance, dynamics, horizon, stop, seed, chunk_size, bucket_ratio, pad_to
     )
+    if diagnostics:
+        config["diagnostics"] = True  # absent otherwise: folders of plain sweeps still resume
     chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio, pad_to=pad_to)
     mine = [c for c in chunks if c.index % count == i]
     folder = None if out is None else pathlib.Path(out)
@@ -519,7 +544,7 @@ def sweep(
     bar = _progress(sum(len(c.runs) for c in mine), len(mine), progress)
     bar.update(sum(len(c.runs) for c in mine if c.index in results), len(mine) - len(todo))
     for c in todo:
-        res = _execute(c, grid, instance, dynamics, horizon, stop, seed)
+        res = _execute(c, grid, instance, dynamics, horizon, stop, seed, diagnostics)
         if folder is not None:
             _atomic_savez(folder / c.name, **res)
         results[c.index] = res
@@ -560,7 +585,8 @@ def _assemble(grid: Grid, chunks, results: dict, config: dict):
     import xarray as xr
 
     shape = (len(grid.n), len(grid.m), len(grid.k), grid.seeds)
-    data = {name: np.full(shape, np.nan) for name in VARIABLES}
+    variables = _variables(bool(config.get("diagnostics", False)))
+    data = {name: np.full(shape, np.nan) for name in variables}
     filled = np.zeros(shape, bool)
     n_idx = {v: j for j, v in enumerate(grid.n)}
     m_idx = {v: j for j, v in enumerate(grid.m)}
@@ -575,7 +601,7 @@ def _assemble(grid: Grid, chunks, results: dict, config: dict):
             np.asarray([k_idx[int(v)] for v in res["k"]]),
             np.asarray(res["seed"], int),
         )
-        for name in VARIABLES:
+        for name in variables:
             data[name][idx] = res[name]
         filled[idx] = True
     dims = ("n", "m", "k", "seed")
@@ -626,7 +652,13 @@ def merge_sweeps(folders: Sequence[str | os.PathLike], out: str | os.PathLike | 
     config = manifests[0]["config"]
     g = config["grid"]
     grid = Grid(n=g["n"], m=g["m"], k=g["k"], seeds=g["seeds"], d=g["d"])
-    chunks = plan_chunks(grid, chunk_size=config["chunk_size"], bucket_ratio=config["bucket_ratio"])
+    pad_to = config.get("pad_to")
+    chunks = plan_chunks(
+        grid,
+        chunk_size=config["chunk_size"],
+        bucket_ratio=config["bucket_ratio"],
+        pad_to=None if pad_to is None else tuple(pad_to),
+    )
     results = {}
     for folder in folders:
         for c in chunks:

@@ -56,6 +56,9 @@ class Trajectory(eqx.Module):
     - `num_steps`: steps taken (descent: the step at which it stopped; flow: accepted steps).
     - `result`: a [`flowdip.RESULTS`][] code.
     - `dynamics`: the dynamics that produced it.
+    - `loss_rose`: for a discrete dynamics, whether the loss rose at some step
+      (`F(θ_{τ+1}) > (1 + 10⁻⁹) F(θ_τ)`, the margin ignoring round-off on plateaus); `None` for
+      flows, whose loss never rises.
     """
 
     ts: Float[Array, " T"]
@@ -76,6 +79,7 @@ class Trajectory(eqx.Module):
     num_steps: Int[Array, ""]
     result: RESULTS
     dynamics: eqx.Module
+    loss_rose: Bool[Array, ""] | None = None
 
     @property
     def converged(self) -> Bool[Array, ""]:

@@ -62,6 +62,8 @@ REPRODUCTIONS = {
     "dynamics, second-order baselines",
     "gd-overparam": "P3-style check: empirical width of GD convergence against the certified "
     "thresholds, over n and over m",
+    "flow-vs-descent-phase": "the P1 grids run by the gradient flow and by gradient descent on the "
+    "same keys: both phase diagrams, where they disagree, sharpness at initialisation",
 }
 
 
@@ -141,6 +143,19 @@ def _parser() -> argparse.ArgumentParser:
         help="join the folders written by the shards into --out and draw the figure (no runs)",
     )
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    phase = rep.add_argument_group("flow-vs-descent-phase only")
+    phase.add_argument("--figures", choices=("fig1", "fig2", "both"), help="grids (default: both)")
+    phase.add_argument(
+        "--step-sizes", type=_floats, help="also scan these descent step sizes (same horizon)"
+    )
+    phase.add_argument("--flow-budget", type=_positive(int), help="flow steps per run (10000)")
+    phase.add_argument(
+        "--descent-from",
+        nargs="+",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="reuse finished descent sweeps (e.g. results/ssvm-fig1), one per grid, in order",
+    )
     return parser
 
 
@@ -182,6 +197,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         return _flow_vs_descent(args)
     if args.experiment == "gd-overparam":
         return _reproduce_overparam(args)
+    if args.experiment == "flow-vs-descent-phase":
+        return _flow_vs_descent_phase(args)
     from .experiments import ssvm
 
     figure = {"ssvm-fig1": ssvm.fig1, "ssvm-fig2": ssvm.fig2}[args.experiment]
@@ -253,6 +270,30 @@ def _reproduce_overparam(args: argparse.Namespace) -> int:
         )
         start = time.perf_counter()
         paths = overparam.run(options)
+    except ValueError as error:
+        print(f"flowdip reproduce: {error}", file=sys.stderr)
+        return 2
+    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
+
+
+def _flow_vs_descent_phase(args: argparse.Namespace) -> int:
+    from .experiments import flow_vs_descent_phase as fvdp
+
+    names = dict(step_size="step_size", tol="tol", max_steps="max_steps", seeds="seeds")
+    names.update(out="out", step_sizes="scan", flow_budget="flow_budget")
+    overrides = {new: getattr(args, old) for old, new in names.items() if getattr(args, old)}
+    if args.figures and args.figures != "both":
+        overrides["figures"] = (args.figures,)
+    overrides["progress"] = not args.no_progress
+    try:
+        options = fvdp.options_from(
+            quick=args.quick, overrides=overrides, descent_from=args.descent_from
+        )
+        start = time.perf_counter()
+        paths = fvdp.run(options)
     except ValueError as error:
         print(f"flowdip reproduce: {error}", file=sys.stderr)
         return 2
