@@ -23,9 +23,6 @@ class SolveError(RuntimeError):
         self.trajectory = trajectory
 
 
-_UNROLL = 4
-
-
 def _nan_where(valid: Array, x: Array) -> Array:
     mask = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
     return jnp.where(mask, x, jnp.full((), jnp.nan, x.dtype))
@@ -98,8 +95,8 @@ def _solve_discrete(
 
         def body(c):
             # A few masked steps per iteration amortise the loop's own cost, which dominates
-            # the O(mk) reduced step.
-            for _ in range(_UNROLL):
+            # the O(mk) reduced step (a dynamics whose step is costly asks for fewer).
+            for _ in range(dynamics.unroll):
                 c = substep(c)
             return c
 
