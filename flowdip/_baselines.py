@@ -1,6 +1,8 @@
 """Second-order baselines through Optimistix (Gauss–Newton, Levenberg–Marquardt, BFGS) as
 discrete dynamics, so that `solve`, `compare`, `sweep` and the plots treat them like descent."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import optimistix as optx
@@ -48,6 +50,9 @@ class OptimistixBaseline(AbstractDiscreteDynamics):
     [`flowdip.OptimistixBaseline.bfgs`][] give the three standard ones.
     """
 
+    # A solver iteration (a linear solve, a line search) costs far more than the loop around
+    # it, and each traced copy of it costs compile time.
+    unroll: ClassVar[int] = 1
     solver: optx.AbstractMinimiser | optx.AbstractLeastSquaresSolver
     step_size: Float[Array, ""]
 

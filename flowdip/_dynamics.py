@@ -3,6 +3,7 @@
 
 import abc
 import math
+from typing import ClassVar
 
 import diffrax as dfx
 import equinox as eqx
@@ -129,9 +130,12 @@ class AbstractDiscreteDynamics(AbstractDynamics):
     """An iteration `state_{τ+1} = step(state_τ)` with step size `η`; `τ` steps take time `τη`.
 
     `step` returns the loss at the current parameters with the new state, so that the loss
-    costs nothing extra.
+    costs nothing extra. `unroll` steps are traced per iteration of the stepping loop: several
+    amortise the loop's own cost when a step is cheap; a costly step (a solver iteration)
+    takes one, since each copy adds to the compile time.
     """
 
+    unroll: ClassVar[int] = 4
     step_size: Float[Array, ""]
 
     def initial_state(self, objective: Objective, theta0: PyTree) -> PyTree:
@@ -152,7 +156,10 @@ def _as_step_size(x) -> Array:
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
-    return x
+    # Never weakly typed: `GradientDescent(0.1)` and a step size set with an explicit dtype
+    # (as `convergence_order` does) must give the same abstract value, or `solve` compiles
+    # twice for the same run.
+    return jnp.asarray(x, dtype=x.dtype)
 
 
 class GradientDescent(AbstractDiscreteDynamics):

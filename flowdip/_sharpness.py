@@ -85,7 +85,13 @@ def _lanczos(matvec, v0: Array, num_iters: int) -> Sharpness:
     T = jnp.diag(alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
     evals, evecs = jnp.linalg.eigh(T)
     vec = basis.T @ evecs[:, -1]
-    return Sharpness(value=evals[-1], vector=vec / jnp.linalg.norm(vec), smallest=evals[0])
+    # A breakdown at the first step (`v0` is an eigenvector, e.g. a warm start at a nearby
+    # point) leaves a diagonal `T` whose entries all equal `λ`; `eigh` may then return a top
+    # eigenvector supported on the dead rows, whose basis vectors are zero. `v0` is the
+    # eigenvector in that case (a NaN vector would poison every later warm start).
+    norm = jnp.linalg.norm(vec)
+    vec = jnp.where(norm > 0, vec / jnp.where(norm > 0, norm, 1), v0)
+    return Sharpness(value=evals[-1], vector=vec, smallest=evals[0])
 
 
 @checked

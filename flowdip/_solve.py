@@ -23,7 +23,6 @@ class SolveError(RuntimeError):
         self.trajectory = trajectory
 
 
-_UNROLL = 4
 #: A descent step "raises the loss" when `F(θ_{τ+1}) > (1 + _RISE_RTOL) F(θ_τ)`: the margin keeps
 #: round-off on a plateau (where the true decrease is below float64 resolution) from counting.
 _RISE_RTOL = 1e-9
@@ -103,8 +102,8 @@ def _solve_discrete(
 
         def body(c):
             # A few masked steps per iteration amortise the loop's own cost, which dominates
-            # the O(mk) reduced step.
-            for _ in range(_UNROLL):
+            # the O(mk) reduced step (a dynamics whose step is costly asks for fewer).
+            for _ in range(dynamics.unroll):
                 c = substep(c)
             return c
 

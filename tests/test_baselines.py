@@ -46,7 +46,7 @@ def test_baselines_reach_the_minimum_descent_reaches(baseline, descent):
 
 
 def test_least_squares_solvers_need_the_mse():
-    obj = two_layer_objective(loss=fd.Huber(0.5))
+    obj = two_layer_objective(k=60, loss=fd.Huber(0.5))  # the fixture's shapes
     with pytest.raises(ValueError, match="needs the MSE"):
         fd.solve(obj, fd.OptimistixBaseline.gauss_newton(), num_steps=3)
     with pytest.raises(TypeError, match="optimistix"):

@@ -19,12 +19,14 @@ import dataclasses
 import pathlib
 import time
 
+import equinox as eqx
+import jax.numpy as jnp
 import jax.random as jr
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .._baselines import OptimistixBaseline
-from .._compare import convergence_order
+from .._compare import _select, convergence_order, ConvergenceOrder, loglog_slope
 from .._dynamics import (
     GradientDescent,
     GradientFlow,
@@ -38,6 +40,7 @@ from .._objective import Objective
 from .._problem import InverseProblem
 from .._sharpness import sharpness, sharpness_along
 from .._solve import solve
+from .._trajectory import Trajectory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,17 +72,21 @@ class FlowVsDescentOptions:
 
     @classmethod
     def quick(cls, **overrides) -> "FlowVsDescentOptions":
-        """A smaller instance and fewer runs (well under a minute)."""
+        """A smaller instance and fewer runs (under a minute, most of it compilation).
+
+        `baseline_iters` equals `eos_steps` so that the descent runs of the sharpness and
+        baseline studies have the same shapes and share one compiled solve.
+        """
         base = dict(
             k=60,
             order_steps=(0.25, 0.125, 0.0625),
             factors=(0.5, 2.5),
-            eos_steps=120,
+            eos_steps=100,
             alphas=(0.5, 4.0),
             betas=(0.0, 1.0),
             inertial_t1=30.0,
             inertial_h=0.1,
-            baseline_iters=60,
+            baseline_iters=100,
             out=pathlib.Path("results/flow-vs-descent-quick"),
         )
         return cls(**(base | overrides))
@@ -102,13 +109,88 @@ def _positive(x):
     return np.where(x > 0, x, np.nan)
 
 
-def order_figure(obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """What the studies have in common, computed once by `shared`: `lambda0`
+    (`λ_max(∇²F(θ₀))`) and `flow`, the reference gradient flow (Dopri8 at 1e-12, stopped at
+    `F < tol`) saved on the union of the time grids the studies use, so that it is compiled
+    and solved once. `flow_on(times)` gives its rows at those times."""
+
+    lambda0: float
+    flow: Trajectory
+
+    def flow_on(self, times) -> Trajectory:
+        """The shared flow restricted to the save times `times` (each one of its grid's)."""
+        flow_ts = np.asarray(self.flow.ts)
+        idx = np.searchsorted(flow_ts, np.asarray(times, float))
+        idx = idx.clip(0, flow_ts.size - 1)
+        if not np.array_equal(flow_ts[idx], np.asarray(times, float)):
+            raise ValueError("times must be save times of the shared flow.")
+        return _select(self.flow, idx)
+
+
+def _sharpness_grid(options: FlowVsDescentOptions, lam0: float):
+    """Descent step sizes of the sharpness study, its horizon, and the flow's save times (a
+    fine grid plus every descent save time, so that gaps are taken at equal times)."""
+    etas = [f * 2 / lam0 for f in options.factors]
+    t_end = max(etas) * options.eos_steps
+    fine = np.union1d(
+        np.linspace(0.0, t_end, 2001),
+        np.concatenate([np.arange(options.eos_steps + 1) * eta for eta in etas]),
+    )
+    return etas, t_end, fine[fine <= t_end]
+
+
+def _inertial_grid(options: FlowVsDescentOptions):
+    return np.linspace(0.0, options.inertial_t1, 601)
+
+
+def _baselines_grid(options: FlowVsDescentOptions, lam0: float):
+    return np.linspace(0.0, options.baseline_iters / lam0, 401)
+
+
+def shared(obj: Objective, options: FlowVsDescentOptions) -> Shared:
+    """`λ_max(θ₀)` and the reference gradient flow on every study's grid (see `Shared`)."""
+    lam0 = float(eqx.filter_jit(sharpness)(obj, obj.initial_state()).value)
+    grids = (
+        [options.order_t],
+        _sharpness_grid(options, lam0)[2],
+        _inertial_grid(options),
+        _baselines_grid(options, lam0),
+    )
+    ts = np.unique(np.concatenate(grids))
+    flow = solve(
+        obj, GradientFlow.reference(), t1=float(ts[-1]), ts=ts, stop=LossBelow(options.tol)
+    )
+    return Shared(lambda0=lam0, flow=flow)
+
+
+def order_figure(
+    obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path, common: Shared
+) -> dict:
     """Figure 1: gap to the gradient flow (order 1) and to the modified flow (order 2)."""
-    plain, modified = convergence_order(
-        obj,
-        step_sizes=list(options.order_steps),
-        t=options.order_t,
-        dynamics=[GradientFlow.reference(), ModifiedFlow.reference(1.0)],
+    t = options.order_t
+    modified = convergence_order(
+        obj, step_sizes=list(options.order_steps), t=t, dynamics=ModifiedFlow.reference(1.0)
+    )
+    # The gradient flow is the shared reference flow (what `convergence_order` would solve
+    # with `dynamics=GradientFlow.reference()`, saved at `t` among other times); the descent
+    # runs are those `convergence_order` ran (same compiled solve).
+    flow = common.flow_on([t])
+    gaps = []
+    for eta in options.order_steps:
+        gd = solve(obj, GradientDescent(eta), num_steps=round(t / eta), ts=[t])
+        gaps.append(np.linalg.norm(np.asarray(gd.params[-1]) - np.asarray(flow.params[0])))
+    gaps = jnp.asarray(np.array(gaps), modified.gaps.dtype)
+    slope, intercept = loglog_slope(modified.step_sizes, gaps)
+    plain = ConvergenceOrder(
+        t=float(t),
+        step_sizes=modified.step_sizes,
+        gaps=gaps,
+        slope=slope,
+        intercept=intercept,
+        flow_loss=flow.loss[0],
+        label="gradient flow",
     )
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for order, marker in ((plain, "o"), (modified, "s")):
@@ -132,18 +214,14 @@ def order_figure(obj: Objective, options: FlowVsDescentOptions, path: pathlib.Pa
     )
 
 
-def sharpness_figure(obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path) -> dict:
+def sharpness_figure(
+    obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path, common: Shared
+) -> dict:
     """Figure 2: descent below and above `2/λ_max(θ₀)`: `η·λ_max`, loss, gap to the flow."""
-    lam0 = float(sharpness(obj, obj.initial_state()).value)
+    lam0 = common.lambda0
     stop = LossBelow(options.tol)
-    etas = [f * 2 / lam0 for f in options.factors]
-    t_end = max(etas) * options.eos_steps
-    fine = np.union1d(
-        np.linspace(0.0, t_end, 2001),
-        np.concatenate([np.arange(options.eos_steps + 1) * eta for eta in etas]),
-    )
-    fine = fine[fine <= t_end]
-    flow = solve(obj, GradientFlow.reference(), t1=t_end, ts=fine, stop=stop)
+    etas, _, fine = _sharpness_grid(options, lam0)
+    flow = common.flow_on(fine)
     flow_lam = np.asarray(sharpness_along(obj, flow))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     rows = []
@@ -211,16 +289,19 @@ def sharpness_figure(obj: Objective, options: FlowVsDescentOptions, path: pathli
     )
 
 
-def inertial_figure(obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path) -> dict:
+def inertial_figure(
+    obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path, common: Shared
+) -> dict:
     """Figure 3: the inertial flow for several `(α, β)`, its discretisation, the gradient flow."""
     stop = LossBelow(options.tol)
     t1 = options.inertial_t1
-    ts = np.linspace(0.0, t1, 601)
+    ts = _inertial_grid(options)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    flow = solve(obj, GradientFlow(), t1=t1, ts=ts, stop=stop)
+    flow = common.flow_on(ts)
     ok = np.asarray(flow.valid)
     ax.semilogy(ts[ok], _positive(np.asarray(flow.loss)[ok]), "k-", lw=2, label="gradient flow")
-    times = {"gradient flow": float(flow.stop_time) if bool(flow.converged) else np.inf}
+    reached = bool(common.flow.converged) and float(common.flow.stop_time) <= t1
+    times = {"gradient flow": float(common.flow.stop_time) if reached else np.inf}
     h = options.inertial_h
     for alpha in options.alphas:
         for beta in options.betas:
@@ -263,16 +344,15 @@ def inertial_figure(obj: Objective, options: FlowVsDescentOptions, path: pathlib
     return dict(time_to_tol=times)
 
 
-def baselines_figure(obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path) -> dict:
+def baselines_figure(
+    obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path, common: Shared
+) -> dict:
     """Figure 4: flow, descent and the Optimistix baselines against iterations."""
     stop = LossBelow(options.tol)
-    lam0 = float(sharpness(obj, obj.initial_state()).value)
-    eta = 1 / lam0
+    eta = 1 / common.lambda0
     iters = options.baseline_iters
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    flow = solve(
-        obj, GradientFlow(), t1=iters * eta, ts=np.linspace(0, iters * eta, 401), stop=stop
-    )
+    flow = common.flow_on(_baselines_grid(options, common.lambda0))
     ok = np.asarray(flow.valid)
     ax.semilogy(
         np.asarray(flow.ts)[ok] / eta,
@@ -314,6 +394,10 @@ def run(options: FlowVsDescentOptions) -> dict[str, pathlib.Path]:
     out = pathlib.Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     obj = objective(options)
+    start = time.perf_counter()
+    _say("[0/4] sharpness at θ₀ and the reference gradient flow ...")
+    common = shared(obj, options)
+    _say(f"      done in {time.perf_counter() - start:.1f} s")
     paths, summary = {}, {}
     studies = (
         ("order", order_figure, "convergence orders (gradient flow, modified flow)"),
@@ -325,7 +409,7 @@ def run(options: FlowVsDescentOptions) -> dict[str, pathlib.Path]:
         start = time.perf_counter()
         _say(f"[{i}/{len(studies)}] {what} ...")
         paths[name] = out / f"{name}.png"
-        summary[name] = study(obj, options, paths[name])
+        summary[name] = study(obj, options, paths[name], common)
         _say(f"      done in {time.perf_counter() - start:.1f} s")
     lines = [f"flowdip reproduce flow-vs-descent: {dataclasses.asdict(options)}", ""]
     for name, values in summary.items():
