@@ -28,8 +28,9 @@ lint: install
 	$(BIN)/ruff check flowdip tests benchmarks examples
 	$(BIN)/ruff format --check flowdip tests benchmarks examples
 
+# One worker per core; a test file stays on one worker so its module fixtures compile once.
 pytest: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 docs: install
 	# Not --quiet: in mkdocs 1.6 it also hides the warnings that --strict turns into errors.
