@@ -59,3 +59,23 @@ from ._sweep import (
     save_dataset as save_dataset,
     sweep as sweep,
 )
+
+
+# Images: a convolutional DIP, imaging operators and image metrics.
+# isort: off
+from ._convdip import ConvDIP as ConvDIP
+from ._metrics import (
+    image_metrics as image_metrics,
+    psnr as psnr,
+    relative_error as relative_error,
+    ssim as ssim,
+)
+from ._operators import (
+    AbstractImagingOperator as AbstractImagingOperator,
+    Blur as Blur,
+    CompressedSensing as CompressedSensing,
+    Denoising as Denoising,
+    Inpainting as Inpainting,
+    relative_noise_std as relative_noise_std,
+)
+# isort: on
