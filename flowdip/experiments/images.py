@@ -6,7 +6,7 @@ Protocol (ours; every choice is an option of `ImagesOptions`):
 two test images that ship with scikit-image (the camera man and the Shepp–Logan phantom),
 downscaled to 64 × 64 and scaled to `[0, 1]`; two operators, Gaussian compressed sensing with
 `m = n/2` (well conditioned, `κ ≈ 5.8`) and a Gaussian blur of σ = 1.5 px with circular
-padding (ill conditioned, `κ ~ 10⁶`); Gaussian noise at two levels relative to the RMS of the
+padding (ill conditioned, `κ ≈ 10⁹`); Gaussian noise at two levels relative to the RMS of the
 clean measurements; the MSE loss; a [`flowdip.ConvDIP`][] (tanh, float32) trained by gradient
 descent with `η = 1.9/L̂` (`L̂` the top Hessian eigenvalue at `θ₀`, by power iteration) and by the
 gradient flow (Tsit5) on the same time interval; and the papers' two-layer DIP on the flattened
@@ -338,6 +338,7 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
                 "ts": np.asarray(traj.ts, np.float64),
                 "signal": np.asarray(traj.signal),
                 "result": _result_names(traj.result),
+                "t1": horizons[name],
             }
         results[op_name] = dict(
             operator=operator,
