@@ -429,7 +429,7 @@ def _write(options, truths, cases, results) -> dict[str, pathlib.Path]:
 
     # -- grid of reconstructions ---------------------------------------------------------------
     rows = [(op, i) for op in ops for i in range(len(cases))]
-    columns = ["truth", "observation", "ConvDIP GD, best", "ConvDIP GD, end"]
+    columns = ["truth", "observation (y or Aᵀy)", "ConvDIP GD, best", "ConvDIP GD, end"]
     if "two-layer GD" in results[ops[0]]["metrics"]:
         columns.append("two-layer GD, best")
     fig, axes = plt.subplots(
