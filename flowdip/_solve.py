@@ -56,6 +56,7 @@ def _solve_discrete(
     diverge_factor: float,
     save_params: bool,
     save_signal: bool,
+    unroll: int = _UNROLL,
 ) -> Trajectory:
     dtype = objective.dtype
     T = save_steps.shape[0]
@@ -98,8 +99,8 @@ def _solve_discrete(
 
         def body(c):
             # A few masked steps per iteration amortise the loop's own cost, which dominates
-            # the O(mk) reduced step.
-            for _ in range(_UNROLL):
+            # the O(mk) reduced step (`unroll=1` for expensive steps: a smaller program).
+            for _ in range(unroll):
                 c = substep(c)
             return c
 

@@ -29,7 +29,8 @@ def test_options_and_command_line_reject_bad_values(capsys):
 
 @pytest.mark.slow
 def test_tiny_run_writes_figures_table_and_metrics(tmp_path):
-    options = images.ImagesOptions(
+    # The --quick options, shrunk further: 8×8 images, one image and noise level.
+    options = images.ImagesOptions.quick(
         size=8,
         images=("phantom",),
         noise_levels=(0.05,),

@@ -24,6 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -35,7 +36,7 @@ from .._networks import TwoLayerDIP
 from .._objective import Objective
 from .._operators import AbstractImagingOperator, Blur, CompressedSensing, relative_noise_std
 from .._problem import InverseProblem
-from .._solve import solve
+from .._solve import _solve_discrete, _solve_flow
 from .._trajectory import RESULTS
 
 
@@ -83,7 +84,11 @@ class ImagesOptions:
     - `steps`: gradient-descent steps; the flow runs on the same interval `[0, steps·η]`.
     - `step_factor`: `η = step_factor/L̂`.
     - `num_saves`: save times (the early-stopping point is the best of them).
-    - `flow_rtol`, `flow_atol`: tolerances of the flow (float32, so not below 1e-6).
+    - `flow_rtol`, `flow_atol`: tolerances of the flow (float32, so not below 1e-6). The
+      flow is stiff at the η scale, so Tsit5's step is set by stability, not accuracy: a loose
+      tolerance costs no accuracy at the save times and saves rejected steps.
+    - `flow_max_steps`: the flow's step budget; a run that exhausts it is recorded as
+      `max_steps_reached` (its saves stop where it stopped).
     - `two_layer`: also train the two-layer DIP (width `two_layer_k`, default `n`).
     - `seed`: base seed (operators, noise, networks).
     - `out`: output folder.
@@ -95,13 +100,14 @@ class ImagesOptions:
     cs_ratio: float = 0.5
     blur_sigma: float = 1.5
     noise_levels: tuple[float, ...] = (0.05, 0.25)
-    channels: int = 16
+    channels: int = 12
     num_upsamples: int = 4
     steps: int = 2000
     step_factor: float = 1.9
-    num_saves: int = 41
-    flow_rtol: float = 1e-3
+    num_saves: int = 21
+    flow_rtol: float = 1e-2
     flow_atol: float = 1e-6
+    flow_max_steps: int = 4000
     two_layer: bool = True
     two_layer_k: int | None = None
     seed: int = 0
@@ -112,7 +118,7 @@ class ImagesOptions:
         for name in ("images", "operators", "noise_levels"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
-        for name in ("size", "channels", "steps", "num_saves"):
+        for name in ("size", "channels", "steps", "num_saves", "flow_max_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
@@ -138,13 +144,14 @@ class ImagesOptions:
 
     @classmethod
     def quick(cls, **overrides) -> "ImagesOptions":
-        """32 × 32 images, a smaller net and fewer steps: under a minute on a laptop CPU."""
+        """32 × 32 images, a smaller net, 300 steps and a flow budget: under a minute of CPU."""
         base = dict(
             size=32,
             channels=8,
             num_upsamples=3,
-            steps=1000,
-            num_saves=26,
+            steps=300,
+            num_saves=16,
+            flow_max_steps=600,
             out=pathlib.Path("results/images-quick"),
         )
         return cls(**{**base, **overrides})
@@ -182,10 +189,50 @@ def _top_hessian_eigenvalue(objective: Objective, key, iters: int = 30):
     return jnp.abs(jnp.vdot(v, hvp(v)))
 
 
-def _batched_solve(objectives, dynamics, **kwargs):
-    return eqx.filter_jit(
-        eqx.filter_vmap(lambda o: solve(o, dynamics, throw=False, save_params=False, **kwargs))
-    )(objectives)
+def _square_matrix(operator: AbstractImagingOperator) -> lx.MatrixLinearOperator:
+    # Both operators as dense n × n matrices, so that every compiled program (power iteration,
+    # descent, flow) is shared between them: the operator is a runtime argument of one program
+    # rather than part of its structure. Compressed sensing (m < n rows) is padded with zero
+    # rows, and its observation with zeros: they add nothing to ½‖A x − y‖², so the loss,
+    # gradients and Hessian are exactly those of the m × n operator.
+    A = operator.as_matrix()
+    n = operator.num_pixels
+    pad = jnp.zeros((n - A.shape[0], n), A.dtype)
+    return lx.MatrixLinearOperator(jnp.concatenate([A, pad]))
+
+
+def _objectives(operator, generator, xs, ys):
+    return eqx.filter_vmap(lambda x, y: Objective(InverseProblem(operator, x, y=y), generator))(
+        xs, ys
+    )
+
+
+@eqx.filter_jit
+def _batched_curvature(operator, generator, xs, ys, keys):
+    # The largest L̂ over the runs of one operator (one step size for all of them).
+    objectives = _objectives(operator, generator, xs, ys)
+    return jnp.max(eqx.filter_vmap(_top_hessian_eigenvalue)(objectives, keys))
+
+
+@eqx.filter_jit
+def _batched_descent(operator, generator, xs, ys, eta, save_steps, horizon, unroll=1):
+    # solve()'s descent path with a traced step size and save steps: one program for every
+    # operator and step size of the same shapes. No unrolling for the ConvDIP, whose step
+    # dwarfs the loop's own cost: unrolling would only multiply the compile time.
+    def one(objective):
+        return _solve_discrete(
+            objective, GradientDescent(eta), save_steps, horizon, None, 1e6, False, True, unroll
+        )
+
+    return eqx.filter_vmap(one)(_objectives(operator, generator, xs, ys))
+
+
+@eqx.filter_jit
+def _batched_flow(operator, generator, xs, ys, flow, ts, t1):
+    def one(objective):
+        return _solve_flow(objective, flow, ts, t1, None, False, True)
+
+    return eqx.filter_vmap(one)(_objectives(operator, generator, xs, ys))
 
 
 def _first(tree):
@@ -248,6 +295,8 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
         f"{len(cases)} runs per operator ({len(options.images)} images x "
         f"{len(options.noise_levels)} noise levels), float32"
     )
+    k = options.two_layer_k or n
+    two = TwoLayerDIP.init(k_two, d=16, k=k, n=n, activation=Sigmoid(), dtype=jnp.float32)
     results = {}
     total = len(options.operators)
     for j, op_name in enumerate(options.operators):
@@ -264,64 +313,60 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
         xs = jnp.stack([p.x_true for p in problems])
         ys = jnp.stack([p.y for p in problems])
         stds = np.asarray([p.noise_std for p in problems])
-
-        def objective_of(x, y, generator):
-            return Objective(InverseProblem(operator, x, y=y), generator)
-
-        conv_objs = eqx.filter_vmap(lambda x, y: objective_of(x, y, net))(xs, ys)
-        L = float(
-            jnp.max(
-                eqx.filter_vmap(_top_hessian_eigenvalue)(conv_objs, jr.split(k_pow, len(cases)))
-            )
-        )
+        square = _square_matrix(operator)
+        ys_square = jnp.concatenate([ys, jnp.zeros((len(cases), n - ys.shape[1]), ys.dtype)], 1)
+        keys = jr.split(k_pow, len(cases))
+        L = float(_batched_curvature(square, net, xs, ys_square, keys))
         # η as the float32 the descent will use, so that the save times are exact steps.
         eta = float(np.float32(options.step_factor / L))
         t1 = options.steps * eta
         save_steps = np.unique(np.round(np.linspace(0, options.steps, options.num_saves)))
-        ts = save_steps * eta
+        save_steps = jnp.asarray(save_steps, jnp.int32)
+        horizon = jnp.asarray(options.steps, jnp.int32)
+        ts = np.asarray(save_steps) * eta
         log(
             f"[{j + 1}/{total}] {_OPERATOR_NAMES[op_name]}: ‖A‖ = {sv[0]:.3g}, "
             f"κ = {sv[0] / sv[-1]:.3g}; L̂ = {L:.3g}, η = {eta:.3g}"
         )
         clock = _Clock(log)
         log(f"      ConvDIP, gradient descent ({options.steps} steps) ...")
-        gd = _batched_solve(
-            conv_objs,
-            GradientDescent(jnp.asarray(eta, jnp.float32)),
-            num_steps=options.steps,
-            ts=ts,
-            save_signal=True,
+        gd = _batched_descent(
+            square, net, xs, ys_square, jnp.asarray(eta, jnp.float32), save_steps, horizon
         )
         jax.block_until_ready(gd.final_loss)
         clock.done()
-        log(f"      ConvDIP, gradient flow (Tsit5, t1 = {t1:.3g}) ...")
+        log(f"      ConvDIP, gradient flow (Tsit5, rtol {options.flow_rtol:g}, t1 = {t1:.3g}) ...")
         flow = GradientFlow(
-            rtol=options.flow_rtol, atol=options.flow_atol, max_steps=50 * options.steps
+            rtol=options.flow_rtol, atol=options.flow_atol, max_steps=options.flow_max_steps
         )
-        gf = _batched_solve(conv_objs, flow, t1=t1, ts=ts, save_signal=True)
+        gf = _batched_flow(
+            square,
+            net,
+            xs,
+            ys_square,
+            flow,
+            jnp.asarray(ts, jnp.float32),
+            jnp.asarray(t1, jnp.float32),
+        )
         jax.block_until_ready(gf.final_loss)
         runs = {"ConvDIP GD": gd, "ConvDIP GF": gf}
         horizons = {"ConvDIP GD": t1, "ConvDIP GF": t1}
         if options.two_layer:
-            k = options.two_layer_k or n
             clock.done()
             log(f"      two-layer DIP (k = {k}), gradient descent ...")
-            two = TwoLayerDIP.init(k_two, d=16, k=k, n=n, activation=Sigmoid(), dtype=jnp.float32)
-            two_objs = eqx.filter_vmap(lambda x, y: objective_of(x, y, two))(xs, ys)
-            L2 = float(
-                jnp.max(
-                    eqx.filter_vmap(_top_hessian_eigenvalue)(two_objs, jr.split(k_pow, len(cases)))
-                )
-            )
+            L2 = float(_batched_curvature(square, two, xs, ys_square, keys))
             # Its own stable step and time scale: the two-layer net is far smoother than the
             # ConvDIP, and on the ConvDIP's interval it would barely move.
             eta2 = float(np.float32(options.step_factor / L2))
-            runs["two-layer GD"] = _batched_solve(
-                two_objs,
-                GradientDescent(jnp.asarray(eta2, jnp.float32)),
-                num_steps=options.steps,
-                ts=save_steps * eta2,
-                save_signal=True,
+            runs["two-layer GD"] = _batched_descent(
+                square,
+                two,
+                xs,
+                ys_square,
+                jnp.asarray(eta2, jnp.float32),
+                save_steps,
+                horizon,
+                unroll=4,
             )
             horizons["two-layer GD"] = options.steps * eta2
         clock.done()
