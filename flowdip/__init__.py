@@ -17,6 +17,7 @@ from ._compare import (
     fit_rate as fit_rate,
     loglog_slope as loglog_slope,
 )
+from ._convdip import ConvDIP as ConvDIP
 from ._dynamics import (
     AbstractDiscreteDynamics as AbstractDiscreteDynamics,
     AbstractDynamics as AbstractDynamics,
@@ -36,6 +37,12 @@ from ._losses import (
     PowerLoss as PowerLoss,
     PseudoHuber as PseudoHuber,
 )
+from ._metrics import (
+    image_metrics as image_metrics,
+    psnr as psnr,
+    relative_error as relative_error,
+    ssim as ssim,
+)
 from ._networks import (
     AbstractGenerator as AbstractGenerator,
     MLP as MLP,
@@ -45,6 +52,14 @@ from ._networks import (
     uniform_on_sphere as uniform_on_sphere,
 )
 from ._objective import Objective as Objective
+from ._operators import (
+    AbstractImagingOperator as AbstractImagingOperator,
+    Blur as Blur,
+    CompressedSensing as CompressedSensing,
+    Denoising as Denoising,
+    Inpainting as Inpainting,
+    relative_noise_std as relative_noise_std,
+)
 from ._overparam import (
     certified_width_curves as certified_width_curves,
     certified_widths as certified_widths,

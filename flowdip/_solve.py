@@ -58,6 +58,7 @@ def _solve_discrete(
     diverge_factor: float,
     save_params: bool,
     save_signal: bool,
+    unroll: int | None = None,
 ) -> Trajectory:
     dtype = objective.dtype
     T = save_steps.shape[0]
@@ -102,8 +103,9 @@ def _solve_discrete(
 
         def body(c):
             # A few masked steps per iteration amortise the loop's own cost, which dominates
-            # the O(mk) reduced step (a dynamics whose step is costly asks for fewer).
-            for _ in range(dynamics.unroll):
+            # the O(mk) reduced step (a dynamics whose step is costly asks for fewer; callers
+            # may override it).
+            for _ in range(dynamics.unroll if unroll is None else unroll):
                 c = substep(c)
             return c
 

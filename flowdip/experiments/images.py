@@ -1,0 +1,561 @@
+"""`flowdip reproduce images`: the image experiments of P3 (Buskulic, Fadili, Quéau, EUSIPCO
+2024), reconstructed (THEORY.md §0b: the paper shows reconstructions with two operators whose
+conditioning and noise levels explain the quality gap; its exact protocol was not recovered).
+
+Protocol (ours; every choice is an option of `ImagesOptions`):
+two test images that ship with scikit-image (the camera man and the Shepp–Logan phantom),
+downscaled to 64 × 64 and scaled to `[0, 1]`; two operators, Gaussian compressed sensing with
+`m = n/2` (well conditioned, `κ ≈ 5.8`) and a Gaussian blur of σ = 1.5 px with circular
+padding (ill conditioned, `κ ≈ 10⁹`); Gaussian noise at two levels relative to the RMS of the
+clean measurements; the MSE loss; a [`flowdip.ConvDIP`][] (tanh, float32) trained by gradient
+descent with `η = 1.9/L̂` (`L̂` the top Hessian eigenvalue at `θ₀`, by power iteration) and by the
+gradient flow (Tsit5) on the same time interval; and the papers' two-layer DIP on the flattened
+images, trained by gradient descent, for comparison. All runs of one operator (images × noise
+levels) are one vmapped solve.
+"""
+
+import dataclasses
+import math
+import pathlib
+import time
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import lineax as lx
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .._activations import Sigmoid, Tanh
+from .._convdip import ConvDIP
+from .._dynamics import GradientDescent, GradientFlow
+from .._metrics import image_metrics
+from .._networks import TwoLayerDIP
+from .._objective import Objective
+from .._operators import AbstractImagingOperator, Blur, CompressedSensing, relative_noise_std
+from .._problem import InverseProblem
+from .._solve import _solve_discrete, _solve_flow
+from .._trajectory import RESULTS
+
+
+IMAGES = ("camera", "phantom")
+OPERATORS = ("cs", "blur")
+_OPERATOR_NAMES = {"cs": "compressed sensing", "blur": "Gaussian blur"}
+
+
+def load_image(name: str, size: int) -> np.ndarray:
+    """A scikit-image test image (`"camera"` or `"phantom"`), anti-aliased down to
+    `size × size` and scaled to `[0, 1]`, as float64."""
+    try:
+        import skimage.data
+        import skimage.transform
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "The image experiments need scikit-image for their test images: "
+            "pip install 'flowdip[images]'"
+        ) from error
+    if name == "camera":
+        image = skimage.data.camera().astype(np.float64) / 255.0
+    elif name == "phantom":
+        image = skimage.data.shepp_logan_phantom().astype(np.float64)
+    else:
+        raise ValueError(f"Unknown test image {name!r}; choose from {IMAGES}.")
+    image = skimage.transform.resize(image, (size, size), anti_aliasing=True)
+    lo, hi = image.min(), image.max()
+    return (image - lo) / (hi - lo)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagesOptions:
+    """Every choice of `flowdip reproduce images`; the defaults are the full run.
+
+    **Arguments:**
+
+    - `size`: images are `size × size` (64; `--quick`: 32).
+    - `images`: test images, from `"camera"` and `"phantom"`.
+    - `operators`: from `"cs"` (well conditioned) and `"blur"` (ill conditioned).
+    - `cs_ratio`: `m/n` of compressed sensing.
+    - `blur_sigma`: standard deviation of the blur kernel, in pixels.
+    - `noise_levels`: noise standard deviations relative to the RMS of `A x̄`.
+    - `channels`, `num_upsamples`: the [`flowdip.ConvDIP`][] (its input is
+      `size/2^num_upsamples` pixels wide).
+    - `steps`: gradient-descent steps; the flow runs on the same interval `[0, steps·η]`.
+    - `step_factor`: `η = step_factor/L̂`.
+    - `num_saves`: save times (the early-stopping point is the best of them).
+    - `flow_rtol`, `flow_atol`: tolerances of the flow (float32, so not below 1e-6). The
+      flow is stiff at the η scale, so Tsit5's step is set by stability, not accuracy: a loose
+      tolerance costs no accuracy at the save times and saves rejected steps.
+    - `flow_max_steps`: the flow's step budget; a run that exhausts it is recorded as
+      `max_steps_reached` (its saves stop where it stopped).
+    - `two_layer`: also train the two-layer DIP (width `two_layer_k`, default `n`).
+    - `seed`: base seed (operators, noise, networks).
+    - `out`: output folder.
+    """
+
+    size: int = 64
+    images: tuple[str, ...] = IMAGES
+    operators: tuple[str, ...] = OPERATORS
+    cs_ratio: float = 0.5
+    blur_sigma: float = 1.5
+    noise_levels: tuple[float, ...] = (0.05, 0.25)
+    channels: int = 12
+    num_upsamples: int = 4
+    steps: int = 2000
+    step_factor: float = 1.9
+    num_saves: int = 21
+    flow_rtol: float = 1e-2
+    flow_atol: float = 1e-6
+    flow_max_steps: int = 4000
+    two_layer: bool = True
+    two_layer_k: int | None = None
+    seed: int = 0
+    out: pathlib.Path = pathlib.Path("results/images")
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", pathlib.Path(self.out))
+        for name in ("images", "operators", "noise_levels"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        for name in ("size", "channels", "steps", "num_saves", "flow_max_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        if self.size < 8:
+            raise ValueError(f"size must be at least 8 pixels; got {self.size}.")
+        if self.num_saves > self.steps + 1:
+            raise ValueError(f"num_saves={self.num_saves} exceeds steps + 1 = {self.steps + 1}.")
+        if bad := [i for i in self.images if i not in IMAGES]:
+            raise ValueError(f"Unknown images {bad}; choose from {IMAGES}.")
+        if bad := [o for o in self.operators if o not in OPERATORS]:
+            raise ValueError(f"Unknown operators {bad}; choose from {OPERATORS}.")
+        if not self.images or not self.operators or not self.noise_levels:
+            raise ValueError("images, operators and noise_levels must not be empty.")
+        if any(not (math.isfinite(v) and v >= 0) for v in self.noise_levels):
+            raise ValueError(f"noise_levels must be numbers >= 0; got {self.noise_levels}.")
+        if not 0 < self.cs_ratio <= 1:
+            raise ValueError(f"cs_ratio must be in (0, 1]; got {self.cs_ratio}.")
+        for name in ("blur_sigma", "step_factor", "flow_rtol", "flow_atol"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
+        if self.flow_rtol < 1e-6:
+            raise ValueError(f"flow_rtol={self.flow_rtol} is below float32 resolution.")
+
+    @classmethod
+    def quick(cls, **overrides) -> "ImagesOptions":
+        """32 × 32 images, a smaller net, 300 steps and a flow budget: under a minute of CPU."""
+        base = dict(
+            size=32,
+            channels=8,
+            num_upsamples=3,
+            steps=300,
+            num_saves=16,
+            flow_max_steps=600,
+            out=pathlib.Path("results/images-quick"),
+        )
+        return cls(**{**base, **overrides})
+
+
+# -- pieces -------------------------------------------------------------------------------------
+def make_operator(name: str, options: ImagesOptions, key) -> AbstractImagingOperator:
+    """The operator `name` (`"cs"` or `"blur"`) for `options.size`-pixel images, float32."""
+    shape = (options.size, options.size)
+    if name == "cs":
+        m = max(1, round(options.cs_ratio * options.size**2))
+        return CompressedSensing.gaussian(key, shape, m, dtype=jnp.float32)
+    return Blur.gaussian(shape, options.blur_sigma, dtype=jnp.float32)
+
+
+@eqx.filter_jit
+def _top_hessian_eigenvalue(objective: Objective, key, iters: int = 30):
+    # Power iteration on Hessian-vector products (forward over reverse): the largest
+    # curvature at θ₀, which bounds the stable step size of descent (η < 2/L).
+    flat0, unravel = ravel_pytree(objective.initial_state())
+
+    def grad(flat):
+        return ravel_pytree(objective.gradient(unravel(flat)))[0]
+
+    def hvp(v):
+        return jax.jvp(grad, (flat0,), (v,))[1]
+
+    v0 = jr.normal(key, flat0.shape, flat0.dtype)
+
+    def body(_, v):
+        w = hvp(v)
+        return w / jnp.linalg.norm(w)
+
+    v = jax.lax.fori_loop(0, iters, body, v0 / jnp.linalg.norm(v0))
+    return jnp.abs(jnp.vdot(v, hvp(v)))
+
+
+def _square_matrix(operator: AbstractImagingOperator) -> lx.MatrixLinearOperator:
+    # Both operators as dense n × n matrices, so that every compiled program (power iteration,
+    # descent, flow) is shared between them: the operator is a runtime argument of one program
+    # rather than part of its structure. Compressed sensing (m < n rows) is padded with zero
+    # rows, and its observation with zeros: they add nothing to ½‖A x − y‖², so the loss,
+    # gradients and Hessian are exactly those of the m × n operator.
+    A = operator.as_matrix()
+    n = operator.num_pixels
+    pad = jnp.zeros((n - A.shape[0], n), A.dtype)
+    return lx.MatrixLinearOperator(jnp.concatenate([A, pad]))
+
+
+def _objectives(operator, generator, xs, ys):
+    return eqx.filter_vmap(lambda x, y: Objective(InverseProblem(operator, x, y=y), generator))(
+        xs, ys
+    )
+
+
+@eqx.filter_jit
+def _batched_curvature(operator, generator, xs, ys, keys):
+    # The largest L̂ over the runs of one operator (one step size for all of them).
+    objectives = _objectives(operator, generator, xs, ys)
+    return jnp.max(eqx.filter_vmap(_top_hessian_eigenvalue)(objectives, keys))
+
+
+@eqx.filter_jit
+def _batched_descent(operator, generator, xs, ys, eta, save_steps, horizon, unroll=1):
+    # solve()'s descent path with a traced step size and save steps: one program for every
+    # operator and step size of the same shapes. No unrolling for the ConvDIP, whose step
+    # dwarfs the loop's own cost: unrolling would only multiply the compile time.
+    def one(objective):
+        return _solve_discrete(
+            objective, GradientDescent(eta), save_steps, horizon, None, 1e6, False, True, unroll
+        )
+
+    return eqx.filter_vmap(one)(_objectives(operator, generator, xs, ys))
+
+
+@eqx.filter_jit
+def _batched_flow(operator, generator, xs, ys, flow, ts, t1):
+    def one(objective):
+        return _solve_flow(objective, flow, ts, t1, None, False, True)
+
+    return eqx.filter_vmap(one)(_objectives(operator, generator, xs, ys))
+
+
+def _first(tree):
+    return jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, tree)
+
+
+class _Clock:
+    def __init__(self, log):
+        self.log, self.start = log, time.perf_counter()
+
+    def done(self):
+        now = time.perf_counter()
+        self.log(f"        ({now - self.start:.1f} s)")
+        self.start = now
+
+
+def _result_names(result) -> list[str]:
+    names = {item._value.item(): name for name, item in RESULTS._name_to_item.items()}
+    return [names[int(c)] for c in np.atleast_1d(np.asarray(result._value))]
+
+
+def _observation_image(operator, y, size):
+    # What a reader would look at: the blurred image itself, or Aᵀy for compressed sensing.
+    if operator.num_measurements == size * size and not isinstance(operator, CompressedSensing):
+        return np.asarray(y).reshape(size, size)
+    return np.asarray(operator.adjoint(y))
+
+
+# -- the experiment -----------------------------------------------------------------------------
+def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str, pathlib.Path]:
+    """Runs the image experiment and writes its figures, table and raw metrics.
+
+    **Arguments:**
+
+    - `options`: an [`ImagesOptions`][flowdip.experiments.images.ImagesOptions].
+    - `log`: where progress lines go.
+
+    **Returns:** the paths written: `curves` (`images-curves.png`: relative error and PSNR
+    against time, the early-stopping point marked), `grid` (`images-grid.png`:
+    reconstructions at the best time and at the end), `summary` (`summary.txt`) and `metrics`
+    (`metrics.npz`).
+    """
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    size, n = options.size, options.size**2
+    truths = {name: load_image(name, size) for name in options.images}
+    cases = [(img, lvl) for img in options.images for lvl in options.noise_levels]
+    key = jr.key(options.seed)
+    k_ops, k_noise, k_net, k_two, k_pow = jr.split(key, 5)
+    net = ConvDIP.init(
+        k_net,
+        image_shape=(size, size),
+        channels=options.channels,
+        num_upsamples=options.num_upsamples,
+        activation=Tanh(),
+        dtype=jnp.float32,
+    )
+    log(
+        f"ConvDIP: {net.num_parameters()} parameters, input {net.sizes[0]}, "
+        f"{len(cases)} runs per operator ({len(options.images)} images x "
+        f"{len(options.noise_levels)} noise levels), float32"
+    )
+    k = options.two_layer_k or n
+    two = TwoLayerDIP.init(k_two, d=16, k=k, n=n, activation=Sigmoid(), dtype=jnp.float32)
+    results = {}
+    total = len(options.operators)
+    for j, op_name in enumerate(options.operators):
+        start = time.perf_counter()
+        operator = make_operator(op_name, options, jr.fold_in(k_ops, j))
+        sv = np.asarray(operator.singular_values(), dtype=np.float64)
+        problems = []
+        for i, (img, lvl) in enumerate(cases):
+            x = jnp.asarray(truths[img].reshape(-1), jnp.float32)
+            std = relative_noise_std(operator, x, float(lvl))
+            problems.append(
+                InverseProblem(operator, x, noise_std=std, key=jr.fold_in(k_noise, 100 * j + i))
+            )
+        xs = jnp.stack([p.x_true for p in problems])
+        ys = jnp.stack([p.y for p in problems])
+        stds = np.asarray([p.noise_std for p in problems])
+        square = _square_matrix(operator)
+        ys_square = jnp.concatenate([ys, jnp.zeros((len(cases), n - ys.shape[1]), ys.dtype)], 1)
+        keys = jr.split(k_pow, len(cases))
+        L = float(_batched_curvature(square, net, xs, ys_square, keys))
+        # η as the float32 the descent will use, so that the save times are exact steps.
+        eta = float(np.float32(options.step_factor / L))
+        t1 = options.steps * eta
+        save_steps = np.unique(np.round(np.linspace(0, options.steps, options.num_saves)))
+        save_steps = jnp.asarray(save_steps, jnp.int32)
+        horizon = jnp.asarray(options.steps, jnp.int32)
+        ts = np.asarray(save_steps) * eta
+        log(
+            f"[{j + 1}/{total}] {_OPERATOR_NAMES[op_name]}: ‖A‖ = {sv[0]:.3g}, "
+            f"κ = {sv[0] / sv[-1]:.3g}; L̂ = {L:.3g}, η = {eta:.3g}"
+        )
+        clock = _Clock(log)
+        log(f"      ConvDIP, gradient descent ({options.steps} steps) ...")
+        gd = _batched_descent(
+            square, net, xs, ys_square, jnp.asarray(eta, jnp.float32), save_steps, horizon
+        )
+        jax.block_until_ready(gd.final_loss)
+        clock.done()
+        log(f"      ConvDIP, gradient flow (Tsit5, rtol {options.flow_rtol:g}, t1 = {t1:.3g}) ...")
+        flow = GradientFlow(
+            rtol=options.flow_rtol, atol=options.flow_atol, max_steps=options.flow_max_steps
+        )
+        gf = _batched_flow(
+            square,
+            net,
+            xs,
+            ys_square,
+            flow,
+            jnp.asarray(ts, jnp.float32),
+            jnp.asarray(t1, jnp.float32),
+        )
+        jax.block_until_ready(gf.final_loss)
+        runs = {"ConvDIP GD": gd, "ConvDIP GF": gf}
+        horizons = {"ConvDIP GD": t1, "ConvDIP GF": t1}
+        if options.two_layer:
+            clock.done()
+            log(f"      two-layer DIP (k = {k}), gradient descent ...")
+            L2 = float(_batched_curvature(square, two, xs, ys_square, keys))
+            # Its own stable step and time scale: the two-layer net is far smoother than the
+            # ConvDIP, and on the ConvDIP's interval it would barely move.
+            eta2 = float(np.float32(options.step_factor / L2))
+            runs["two-layer GD"] = _batched_descent(
+                square,
+                two,
+                xs,
+                ys_square,
+                jnp.asarray(eta2, jnp.float32),
+                save_steps,
+                horizon,
+                unroll=4,
+            )
+            horizons["two-layer GD"] = options.steps * eta2
+        clock.done()
+        metrics = {}
+        for name, traj in runs.items():
+            per = [
+                image_metrics(traj.signal[i], jnp.asarray(truths[img], jnp.float32))
+                for i, (img, _) in enumerate(cases)
+            ]
+            metrics[name] = {
+                key_: np.stack([np.asarray(p[key_], np.float64) for p in per]) for key_ in per[0]
+            } | {
+                "loss": np.asarray(traj.loss, np.float64),
+                "ts": np.asarray(traj.ts, np.float64),
+                "signal": np.asarray(traj.signal),
+                "result": _result_names(traj.result),
+                "t1": horizons[name],
+            }
+        results[op_name] = dict(
+            operator=operator,
+            sv=sv,
+            L=L,
+            eta=eta,
+            t1=t1,
+            stds=stds,
+            ys=np.asarray(ys),
+            observations=[_observation_image(operator, ys[i], size) for i in range(len(cases))],
+            metrics=metrics,
+        )
+        log(f"      done in {time.perf_counter() - start:.1f} s")
+    return _write(options, truths, cases, results)
+
+
+_STYLES = {
+    "ConvDIP GF": dict(ls="--", lw=1.6),
+    "ConvDIP GD": dict(ls="-", lw=1.2),
+    "two-layer GD": dict(ls=":", lw=1.4),
+}
+
+
+def _write(options, truths, cases, results) -> dict[str, pathlib.Path]:
+    import matplotlib.pyplot as plt
+
+    out = options.out
+    paths = {}
+    ops = list(results)
+    levels = options.noise_levels
+    colors = {img: f"C{i}" for i, img in enumerate(options.images)}
+
+    # -- curves: relative error and PSNR against time, one column per (operator, noise) -----
+    cols = [(op, lvl) for op in ops for lvl in levels]
+    fig, axes = plt.subplots(
+        2, len(cols), figsize=(3.6 * len(cols), 6.4), squeeze=False, layout="constrained"
+    )
+    for c, (op, lvl) in enumerate(cols):
+        res = results[op]
+        for name, met in res["metrics"].items():
+            for i, (img, case_lvl) in enumerate(cases):
+                if case_lvl != lvl:
+                    continue
+                t = met["ts"][i] / met["t1"]
+                for row, key_ in enumerate(("relative_error", "psnr")):
+                    ax = axes[row, c]
+                    v = met[key_][i]
+                    ok = np.isfinite(v)
+                    ax.plot(t[ok], v[ok], color=colors[img], **_STYLES[name])
+                    if name == "ConvDIP GD" and ok.any():
+                        best = int(np.nanargmin(met["relative_error"][i]))
+                        ax.plot(
+                            t[best], v[best], "o", color=colors[img], ms=7, mec="black", zorder=4
+                        )
+        sv = res["sv"]
+        axes[0, c].set_title(
+            f"{_OPERATOR_NAMES[op]} (κ = {sv[0] / sv[-1]:.2g})\nnoise {100 * lvl:g}% of RMS(Ax̄)",
+            fontsize=10,
+        )
+        axes[0, c].set_yscale("log")
+        axes[1, c].set_xlabel("time t / t₁  (t₁ = steps·η of each net)")
+        for row in range(2):
+            axes[row, c].grid(True, which="both", alpha=0.3)
+    axes[0, 0].set_ylabel("relative error ‖x − x̄‖/‖x̄‖")
+    axes[1, 0].set_ylabel("PSNR (dB)")
+    handles = [
+        plt.Line2D([], [], color="gray", **style, label=name)
+        for name, style in _STYLES.items()
+        if name in results[ops[0]]["metrics"]
+    ]
+    handles += [plt.Line2D([], [], color=colors[img], lw=2, label=img) for img in options.images]
+    handles.append(
+        plt.Line2D(
+            [],
+            [],
+            marker="o",
+            ls="",
+            color="gray",
+            mec="black",
+            label="early stop (best error, ConvDIP GD)",
+        )
+    )
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9)
+    fig.suptitle(f"Image recovery against time, {options.size}×{options.size} images")
+    paths["curves"] = out / "images-curves.png"
+    fig.savefig(paths["curves"], dpi=90)
+    plt.close(fig)
+
+    # -- grid of reconstructions ---------------------------------------------------------------
+    rows = [(op, i) for op in ops for i in range(len(cases))]
+    columns = ["truth", "observation (y or Aᵀy)", "ConvDIP GD, best", "ConvDIP GD, end"]
+    if "two-layer GD" in results[ops[0]]["metrics"]:
+        columns.append("two-layer GD, best")
+    fig, axes = plt.subplots(
+        len(rows),
+        len(columns),
+        figsize=(1.9 * len(columns), 2.0 * len(rows)),
+        squeeze=False,
+        layout="constrained",
+    )
+    size = options.size
+    for r, (op, i) in enumerate(rows):
+        res = results[op]
+        img, lvl = cases[i]
+        truth = truths[img]
+        panels = [(truth, "truth"), (res["observations"][i], "observation")]
+        for name, when in (("ConvDIP GD", "best"), ("ConvDIP GD", "end"), ("two-layer GD", "best")):
+            if name not in res["metrics"]:
+                continue
+            met = res["metrics"][name]
+            valid = np.flatnonzero(np.isfinite(met["relative_error"][i]))
+            idx = int(np.nanargmin(met["relative_error"][i])) if when == "best" else int(valid[-1])
+            estimate = met["signal"][i, idx].reshape(size, size)
+            label = (
+                f"{met['psnr'][i, idx]:.1f} dB, SSIM {met['ssim'][i, idx]:.2f}\n"
+                f"t/t₁ = {met['ts'][i, idx] / met['t1']:.2f}"
+            )
+            panels.append((estimate, label))
+        for c, (picture, label) in enumerate(panels):
+            ax = axes[r, c]
+            vmin, vmax = (0, 1) if c != 1 else (None, None)
+            ax.imshow(picture, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= 2:
+                ax.set_xlabel(label, fontsize=8)
+            if r == 0:
+                ax.set_title(columns[c], fontsize=9)
+        axes[r, 0].set_ylabel(f"{img}\n{_OPERATOR_NAMES[op]}\nnoise {100 * lvl:g}%", fontsize=8)
+    paths["grid"] = out / "images-grid.png"
+    fig.savefig(paths["grid"], dpi=80)
+    plt.close(fig)
+
+    # -- table and raw metrics -----------------------------------------------------------------
+    lines = [
+        f"flowdip reproduce images: {size}x{size} images, ConvDIP channels={options.channels}, "
+        f"num_upsamples={options.num_upsamples}, {options.steps} descent steps, float32",
+        "",
+        f"{'operator':<20}{'‖A‖':>8}{'κ(A)':>10}{'L̂':>10}{'η':>10}",
+    ]
+    for op in ops:
+        res = results[op]
+        sv = res["sv"]
+        lines.append(
+            f"{_OPERATOR_NAMES[op]:<20}{sv[0]:>8.3g}{sv[0] / sv[-1]:>10.3g}"
+            f"{res['L']:>10.3g}{res['eta']:>10.3g}"
+        )
+    lines += [
+        "",
+        "best = the save time of least recovery error (oracle early stopping); end = last save",
+        f"{'operator':<20}{'image':<9}{'noise':>6}{'run':>14}{'best t/t1':>10}{'best err':>9}"
+        f"{'PSNR':>7}{'SSIM':>6}{'end err':>9}{'PSNR':>7}{'SSIM':>6}  result",
+    ]
+    arrays = {}
+    for op in ops:
+        res = results[op]
+        for name, met in res["metrics"].items():
+            tag = f"{op}/{name.replace(' ', '_')}"
+            for key_ in ("relative_error", "psnr", "ssim", "loss", "ts"):
+                arrays[f"{tag}/{key_}"] = met[key_]
+            for i, (img, lvl) in enumerate(cases):
+                err = met["relative_error"][i]
+                valid = np.flatnonzero(np.isfinite(err))
+                b, e = int(np.nanargmin(err)), int(valid[-1])
+                lines.append(
+                    f"{_OPERATOR_NAMES[op]:<20}{img:<9}{100 * lvl:>5g}%{name:>14}"
+                    f"{met['ts'][i, b] / met['t1']:>10.2f}{err[b]:>9.3f}{met['psnr'][i, b]:>7.2f}"
+                    f"{met['ssim'][i, b]:>6.2f}{err[e]:>9.3f}{met['psnr'][i, e]:>7.2f}"
+                    f"{met['ssim'][i, e]:>6.2f}  {met['result'][i]}"
+                )
+    paths["summary"] = out / "summary.txt"
+    paths["summary"].write_text("\n".join(lines) + "\n")
+    paths["metrics"] = out / "metrics.npz"
+    np.savez_compressed(paths["metrics"], **arrays)
+    return paths

@@ -1,0 +1,64 @@
+"""`flowdip reproduce images`: options, and a tiny run of the experiment end to end."""
+
+import numpy as np
+import pytest
+
+
+pytest.importorskip("skimage")
+
+from flowdip.cli import main  # noqa: E402
+from flowdip.experiments import images  # noqa: E402
+
+
+def test_test_images_are_downscaled_to_the_unit_range():
+    for name in images.IMAGES:
+        image = images.load_image(name, 24)
+        assert image.shape == (24, 24) and image.min() == 0.0 and image.max() == 1.0
+
+
+def test_options_and_command_line_reject_bad_values(capsys):
+    with pytest.raises(ValueError, match="Unknown operators"):
+        images.ImagesOptions(operators=("radon",))
+    with pytest.raises(ValueError, match="num_saves"):
+        images.ImagesOptions(steps=5, num_saves=10)
+    with pytest.raises(ValueError, match="float32"):
+        images.ImagesOptions(flow_rtol=1e-8)
+    assert main(["reproduce", "images", "--seeds", "3"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_figures_table_and_metrics(tmp_path):
+    # The --quick options, shrunk further: 8×8 images, one image and noise level.
+    options = images.ImagesOptions.quick(
+        size=8,
+        images=("phantom",),
+        noise_levels=(0.05,),
+        channels=2,
+        num_upsamples=1,
+        steps=8,
+        num_saves=3,
+        two_layer_k=16,
+        out=tmp_path,
+    )
+    lines = []
+    paths = images.run(options, log=lines.append)
+    for name in ("curves", "grid", "summary", "metrics"):
+        assert paths[name].exists() and paths[name].stat().st_size > 200
+    assert any("compressed sensing" in line for line in lines)
+    assert any("Gaussian blur" in line for line in lines)
+    data = np.load(paths["metrics"])
+    truth = images.load_image("phantom", 8)
+    for op in ("cs", "blur"):
+        for run in ("ConvDIP_GD", "ConvDIP_GF", "two-layer_GD"):
+            err = data[f"{op}/{run}/relative_error"]
+            assert err.shape == (1, 3) and np.all(np.isfinite(err))
+            psnr = data[f"{op}/{run}/psnr"]
+            # PSNR and relative error are two views of one distance: PSNR = −20 log₁₀ RMSE.
+            rmse = err * np.linalg.norm(truth) / 8
+            np.testing.assert_allclose(psnr, -20 * np.log10(rmse), rtol=1e-4)
+        # Descent does not increase the loss at η = 1/L̂ on this tiny problem.
+        loss = data[f"{op}/ConvDIP_GD/loss"][0]
+        assert loss[-1] <= loss[0]
+    summary = paths["summary"].read_text()
+    assert "κ(A)" in summary and "ConvDIP GF" in summary
