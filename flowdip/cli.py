@@ -185,15 +185,20 @@ def main(argv: list[str] | None = None) -> int:
         config = demo.DemoConfig(**{**config.__dict__, **overrides})
         start = time.perf_counter()
         result = demo.run(config, args.out)
-        print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
-        for path in result["paths"].values():
-            print(f"  {path}")
-        return 0
+        return _wrote(start, result["paths"])
     if args.command == "reproduce" and args.experiment == "images":
         return _reproduce_images(args)
     if args.command == "reproduce":
         return _reproduce(args)
     return 2
+
+
+def _wrote(start: float, paths: dict) -> int:
+    """Ends a long command by naming the files it wrote; the exit status 0."""
+    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -228,10 +233,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"flowdip reproduce: {error}", file=sys.stderr)
         return 2
-    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
-    for path in paths.values():
-        print(f"  {path}")
-    return 0
+    return _wrote(start, paths)
 
 
 def _flow_vs_descent(args: argparse.Namespace) -> int:
@@ -245,10 +247,7 @@ def _flow_vs_descent(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     paths = fvd.run(options)
-    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
-    for path in paths.values():
-        print(f"  {path}")
-    return 0
+    return _wrote(start, paths)
 
 
 def _reproduce_overparam(args: argparse.Namespace) -> int:
@@ -277,10 +276,7 @@ def _reproduce_overparam(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"flowdip reproduce: {error}", file=sys.stderr)
         return 2
-    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
-    for path in paths.values():
-        print(f"  {path}")
-    return 0
+    return _wrote(start, paths)
 
 
 def _flow_vs_descent_phase(args: argparse.Namespace) -> int:
@@ -301,10 +297,7 @@ def _flow_vs_descent_phase(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"flowdip reproduce: {error}", file=sys.stderr)
         return 2
-    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
-    for path in paths.values():
-        print(f"  {path}")
-    return 0
+    return _wrote(start, paths)
 
 
 def _reproduce_images(args: argparse.Namespace) -> int:
@@ -341,10 +334,7 @@ def _reproduce_images(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     log = (lambda _: None) if args.no_progress else (lambda line: print(line, flush=True))
     paths = images.run(options, log=log)
-    print(f"\nDone in {time.perf_counter() - start:.1f} s. Wrote:")
-    for path in paths.values():
-        print(f"  {path}")
-    return 0
+    return _wrote(start, paths)
 
 
 if __name__ == "__main__":
