@@ -7,7 +7,13 @@
 Every run does the same number of steps (no stop rule), so run-steps = runs × steps. Peak
 memory (max RSS) is printed at the end. Target (issue 3): batched ≥ 100× the per-run loop.
 
-    python benchmarks/bench_sweep.py [--steps 2000 --seeds 32]
+A second part runs P1's protocol (A ~ N(0,1), step 1, stop at loss < 1e-7) on cells whose runs
+stop at very different steps, one chunk per cell, twice: with the sweep's compaction (stopped
+runs leave the batch between segments) and as one vmapped solve per chunk (every lane steps
+until the slowest run stops). It prints the useful run-steps (the sum of each run's steps)
+per second of both and their ratio.
+
+    python benchmarks/bench_sweep.py [--steps 2000 --seeds 32] [--stop-cap 25000]
 """
 
 import argparse
@@ -21,6 +27,7 @@ jax.config.update("jax_enable_x64", True)
 
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 import flowdip as fd  # noqa: E402
 
@@ -30,6 +37,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--loop-runs", type=int, default=16)
+    parser.add_argument("--stop-cap", type=int, default=25000, help="step cap of part two")
+    parser.add_argument("--stop-k", type=int, nargs="+", default=[848, 2635])
     args = parser.parse_args()
 
     grid = fd.Grid(n=[20, 40], m=[10], k=[100, 200], seeds=args.seeds, d=10)
@@ -95,8 +104,48 @@ def main() -> None:
         print(f"  {name:<26} {rate:>14,.0f} run-steps/s")
     print(f"  batched / per-run loop = {rates[0] / rates[2]:7.1f}   (target >= 100)")
     print(f"  batched / generic      = {rates[0] / rates[1]:7.1f}")
+    stopping(args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"  peak memory (max RSS)  = {peak:7.2f} GB   (target < 4)")
+
+
+def stopping(args) -> None:
+    """Part two: compaction against one vmapped solve per chunk, on P1's protocol."""
+    import flowdip._sweep as sweep_module
+
+    grid = fd.Grid(n=[10], m=[10], k=args.stop_k, seeds=50, d=10)
+    kwargs = dict(
+        dynamics=fd.GradientDescent(1.0),
+        num_steps=args.stop_cap,
+        stop=fd.LossBelow(1e-7),
+        chunk_size=grid.seeds,
+        progress=False,
+    )
+    times = {}
+    for compact in (True, False):
+        sweep_module._COMPACT = compact
+        start = time.perf_counter()
+        ds = fd.sweep(grid, **kwargs)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        ds = fd.sweep(grid, **kwargs)
+        times[compact] = (first, time.perf_counter() - start)
+    sweep_module._COMPACT = True
+    steps = ds.num_steps.values
+    useful = float(steps.sum())
+    print(
+        f"P1 protocol, n = m = 10, k = {list(grid.k)}, {grid.seeds} seeds, cap {args.stop_cap}: "
+        f"runs stop at {int(steps.min())}–{int(steps.max())} steps (median "
+        f"{int(np.median(steps))}); waste of one batch per cell "
+        f"{grid.seeds * steps.max(axis=-1).sum() / useful:.1f}x"
+    )
+    for compact, name in ((True, "compacted"), (False, "one vmapped solve per chunk")):
+        first, second = times[compact]
+        print(
+            f"  {name:<28} {useful / second:>12,.0f} useful run-steps/s  "
+            f"({second:.1f} s; first call {first:.1f} s)"
+        )
+    print(f"  compacted / one solve  = {times[False][1] / times[True][1]:7.1f}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,74 @@ def _stats(objective: Objective, theta: PyTree, save_params: bool, save_signal: 
     )
 
 
+def _discrete_start(objective, dynamics, tau0, diverge_factor):
+    """The stepping loop's initial carry `(τ, state, done, last loss, rose)`, `F(θ₀)` and the
+    divergence threshold."""
+    theta0 = objective.initial_state()
+    state0 = dynamics.initial_state(objective, theta0)
+    loss0 = objective.value(theta0)
+    threshold = diverge_factor * jnp.maximum(loss0, 1)
+    carry = (jnp.zeros_like(tau0), state0, jnp.array(False), loss0, jnp.array(False))
+    return carry, loss0, threshold
+
+
+def _discrete_flags(loss, tau, threshold, horizon, stop):
+    nonfinite = jnp.isnan(loss)
+    diverged = ~nonfinite & (loss > threshold)
+    converged = stop.met(loss) if stop is not None else jnp.array(False)
+    return nonfinite, diverged, converged, tau >= horizon
+
+
+def _discrete_run_to(objective, dynamics, stop, threshold, horizon, unroll, target, carry):
+    """Steps the carry until it stops or reaches step `target`.
+
+    Each step is masked on its own, so running to `a` and then to `b` is step for step the
+    same as running to `b` (what lets a batched sweep stop, compact and resume its runs).
+    """
+
+    def cond(c):
+        tau, _, done, _, _ = c
+        return ~done & (tau < target)
+
+    def substep(c):
+        tau, state, done, last, rose = c
+        active = ~done & (tau < target)
+        loss, new_state = dynamics.step(objective, state)
+        # `loss` is F(θ_τ) and `last` F(θ_{τ−1}) (F(θ₀) itself on the first step).
+        rose = rose | (active & (loss > (1 + _RISE_RTOL) * last))
+        nonfinite, diverged, converged, at_horizon = _discrete_flags(
+            loss, tau, threshold, horizon, stop
+        )
+        stop_now = active & (nonfinite | diverged | converged | at_horizon)
+        advance = active & ~stop_now
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(advance, a, b), new_state, state)
+        tau = tau + advance.astype(tau.dtype)
+        return tau, state, done | stop_now, jnp.where(active, loss, last), rose
+
+    def body(c):
+        # A few masked steps per iteration amortise the loop's own cost, which dominates
+        # the O(mk) reduced step (a dynamics whose step is costly asks for fewer; callers
+        # may override it).
+        for _ in range(dynamics.unroll if unroll is None else unroll):
+            c = substep(c)
+        return c
+
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def _discrete_result(loss, tau, threshold, horizon, stop):
+    """The result code of a stopped run, read off the loss it stopped at (same precedence as
+    the checks: NaN, divergence, the stop rule, the horizon)."""
+    nonfinite, diverged, converged, at_horizon = _discrete_flags(
+        loss, tau, threshold, horizon, stop
+    )
+    end_code = RESULTS.max_steps_reached if stop is not None else RESULTS.successful
+    code = RESULTS.where(at_horizon, end_code, RESULTS.successful)
+    code = RESULTS.where(converged, RESULTS.converged, code)
+    code = RESULTS.where(diverged, RESULTS.diverged, code)
+    return RESULTS.where(nonfinite, RESULTS.non_finite, code)
+
+
 @eqx.filter_jit
 def _solve_discrete(
     objective: Objective,
@@ -62,54 +130,20 @@ def _solve_discrete(
 ) -> Trajectory:
     dtype = objective.dtype
     T = save_steps.shape[0]
+    carry, loss0, threshold = _discrete_start(objective, dynamics, save_steps[0], diverge_factor)
     theta0 = objective.initial_state()
-    state0 = dynamics.initial_state(objective, theta0)
-    loss0 = objective.value(theta0)
-    threshold = diverge_factor * jnp.maximum(loss0, 1)
     nan = jnp.full((), jnp.nan, dtype)
     shapes = jax.eval_shape(lambda: _stats(objective, theta0, save_params, save_signal))
     buffers = (jnp.full((T,), nan),) + jax.tree_util.tree_map(
         lambda s: jnp.full((T,) + s.shape, nan), shapes
     )
 
-    def _flags(loss, tau):
-        nonfinite = jnp.isnan(loss)
-        diverged = ~nonfinite & (loss > threshold)
-        converged = stop.met(loss) if stop is not None else jnp.array(False)
-        return nonfinite, diverged, converged, tau >= horizon
-
-    def _stopped(loss, tau):
-        nonfinite, diverged, converged, at_horizon = _flags(loss, tau)
-        return nonfinite | diverged | converged | at_horizon
-
     # The hot loop only steps and checks the stop rules; saves happen between segments, so
     # that no per-step branch (a select under vmap) evaluates the save statistics.
     def run_to(target, carry):
-        def cond(c):
-            tau, _, done, _, _ = c
-            return ~done & (tau < target)
-
-        def substep(c):
-            tau, state, done, last, rose = c
-            active = ~done & (tau < target)
-            loss, new_state = dynamics.step(objective, state)
-            # `loss` is F(θ_τ) and `last` F(θ_{τ−1}) (F(θ₀) itself on the first step).
-            rose = rose | (active & (loss > (1 + _RISE_RTOL) * last))
-            stop_now = active & _stopped(loss, tau)
-            advance = active & ~stop_now
-            state = jax.tree_util.tree_map(lambda a, b: jnp.where(advance, a, b), new_state, state)
-            tau = tau + advance.astype(tau.dtype)
-            return tau, state, done | stop_now, jnp.where(active, loss, last), rose
-
-        def body(c):
-            # A few masked steps per iteration amortise the loop's own cost, which dominates
-            # the O(mk) reduced step (a dynamics whose step is costly asks for fewer; callers
-            # may override it).
-            for _ in range(dynamics.unroll if unroll is None else unroll):
-                c = substep(c)
-            return c
-
-        return jax.lax.while_loop(cond, body, carry)
+        return _discrete_run_to(
+            objective, dynamics, stop, threshold, horizon, unroll, target, carry
+        )
 
     def segment(i, c):
         carry, bufs = c
@@ -124,17 +158,9 @@ def _solve_discrete(
 
         return carry, jax.lax.cond(save_now, write, lambda b: b, bufs)
 
-    carry = (jnp.zeros((), save_steps.dtype), state0, jnp.array(False), loss0, jnp.array(False))
     carry, bufs = jax.lax.fori_loop(0, T, segment, (carry, buffers))
     tau, state, _, loss, rose = run_to(horizon + 1, carry)
-    # The loop carries only a flag; the code is read off the loss it stopped at (same
-    # precedence as the checks: NaN, divergence, the stop rule, the horizon).
-    nonfinite, diverged, converged, at_horizon = _flags(loss, tau)
-    end_code = RESULTS.max_steps_reached if stop is not None else RESULTS.successful
-    code = RESULTS.where(at_horizon, end_code, RESULTS.successful)
-    code = RESULTS.where(converged, RESULTS.converged, code)
-    code = RESULTS.where(diverged, RESULTS.diverged, code)
-    code = RESULTS.where(nonfinite, RESULTS.non_finite, code)
+    code = _discrete_result(loss, tau, threshold, horizon, stop)
     theta = dynamics.parameters(state)
     loss_s, rec, disp, params, signal = bufs
     valid = save_steps <= tau

@@ -24,7 +24,7 @@ from ._networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere
 from ._objective import Objective
 from ._problem import InverseProblem
 from ._sharpness import sharpness
-from ._solve import solve
+from ._solve import _discrete_result, _discrete_run_to, _discrete_start, solve
 from ._trajectory import RESULTS
 
 
@@ -271,6 +271,128 @@ def _run_chunk(
     )
 
 
+# -- descent sweeps with compaction ------------------------------------------------------------
+# A vmapped while_loop steps every lane until the last one stops, so a chunk of 50 runs where
+# one needs 25 000 steps and the rest 500 costs 50 × 25 000 steps. Descent sweeps therefore run
+# in segments: between segments the runs still going are gathered into a batch a factor
+# `_COMPACT_RATIO` smaller (one compiled program per batch size), and the stopped ones are
+# read out. Each step is masked on its own, so a run's numbers do not depend on where its
+# segments end or which batch it shared.
+_COMPACT_RATIO = 4
+_SEGMENTS = 32  # host round trips per run at most (each costs a dispatch and a sync)
+_DIVERGE_FACTOR = 1e6  # as solve()'s default
+_COMPACT = True  # False: descent chunks run as one vmapped solve, as flows do (tests compare)
+
+
+class _Lanes(eqx.Module):
+    objective: Objective
+    carry: tuple
+    loss0: jax.Array
+    threshold: jax.Array
+    sigma0: jax.Array
+    sharpness0: jax.Array | None
+
+
+@eqx.filter_jit
+def _start_lanes(instance, dynamics, n_pad, m_pad, k_pad, d, keys, sizes, diagnostics):
+    def one(key, n_true, m_true, k_true):
+        obj = instance.objective(
+            key, n=n_pad, m=m_pad, k=k_pad, d=d, n_true=n_true, m_true=m_true, k_true=k_true
+        )
+        tau0 = jnp.zeros((), jnp.int32)
+        carry, loss0, threshold = _discrete_start(obj, dynamics, tau0, _DIVERGE_FACTOR)
+        sharp = sharpness(obj, obj.initial_state()).value if diagnostics else None
+        return _Lanes(obj, carry, loss0, threshold, _sigma0(obj.generator, n_true), sharp)
+
+    return eqx.filter_vmap(one)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
+
+
+@eqx.filter_jit
+def _advance_lanes(lanes, dynamics, stop, horizon, segment):
+    def one(lane):
+        target = jnp.minimum(lane.carry[0] + segment, horizon + 1)
+        carry = _discrete_run_to(
+            lane.objective, dynamics, stop, lane.threshold, horizon, None, target, lane.carry
+        )
+        return eqx.tree_at(lambda x: x.carry, lane, carry)
+
+    return eqx.filter_vmap(one)(lanes)
+
+
+@eqx.filter_jit
+def _finish_lanes(lanes, dynamics, stop, horizon):
+    def one(lane):
+        obj = lane.objective
+        tau, state, _, loss, rose = lane.carry
+        code = _discrete_result(loss, tau, lane.threshold, horizon, stop)
+        x = obj.signal(dynamics.parameters(state))
+        out = dict(
+            final_loss=loss,
+            initial_loss=lane.loss0,
+            converged=code == RESULTS.converged,
+            result=code._value,
+            num_steps=tau,
+            stop_time=tau.astype(loss.dtype) * dynamics.step_size.astype(loss.dtype),
+            sigma0=lane.sigma0,
+            recovery_error=jnp.linalg.norm(x - obj.problem.x_true),
+        )
+        if lane.sharpness0 is not None:
+            out["sharpness0"] = lane.sharpness0
+            out["loss_rose"] = rose.astype(loss.dtype)
+        return out
+
+    return eqx.filter_vmap(one)(lanes)
+
+
+@eqx.filter_jit
+def _gather_lanes(lanes, idx):
+    return jax.tree_util.tree_map(lambda a: a[idx] if eqx.is_array(a) else a, lanes)
+
+
+def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics):
+    runs = list(chunk.runs)
+    keys = _run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in runs], np.int32))
+    sizes = jnp.asarray([(n, m, k) for n, m, k, _ in runs], jnp.int32)
+    pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
+    lanes = _start_lanes(instance, dynamics, *pads, keys, sizes, diagnostics)
+    horizon_ = jnp.asarray(horizon, jnp.int32)
+    segment = jnp.asarray(max(1, -(-(horizon + 1) // _SEGMENTS)), jnp.int32)
+    owner = np.arange(len(runs))  # the run each lane holds
+    rows: dict[int, dict] = {}
+
+    def read_out(lanes, owner, done):
+        fresh = [j for j in np.flatnonzero(done) if int(owner[j]) not in rows]
+        if fresh:
+            out = {
+                name: np.asarray(v)
+                for name, v in _finish_lanes(lanes, dynamics, stop, horizon_).items()
+            }
+            for j in fresh:
+                rows[int(owner[j])] = {name: v[j] for name, v in out.items()}
+
+    while True:
+        lanes = _advance_lanes(lanes, dynamics, stop, horizon_, segment)
+        done = np.asarray(lanes.carry[2])
+        if done.all():
+            read_out(lanes, owner, done)
+            break
+        active = np.flatnonzero(~done)
+        size = len(owner)
+        while size > 1 and len(active) <= size // _COMPACT_RATIO:
+            size //= _COMPACT_RATIO
+        if size < len(owner):
+            size = max(size, len(active))
+            read_out(lanes, owner, done)
+            # Fill up with a stopped lane: it takes no step, so it cannot hold the loop.
+            idx = np.concatenate([active, np.full(size - len(active), np.flatnonzero(done)[0])])
+            lanes = _gather_lanes(lanes, jnp.asarray(idx))
+            owner = owner[idx]
+    out = {name: np.stack([rows[r][name] for r in range(len(runs))]) for name in rows[0]}
+    for j, name in enumerate(("n", "m", "k", "seed")):
+        out[name] = np.asarray([r[j] for r in runs])
+    return out
+
+
 def run_cell(
     instance: Instance,
     dynamics: AbstractDynamics,
@@ -422,12 +544,14 @@ def _mesh():
 
 
 def _execute(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics=False) -> dict:
+    mesh = _mesh()
+    if _COMPACT and mesh is None and isinstance(dynamics, AbstractDiscreteDynamics):
+        return _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics)
     ndev = len(jax.devices())
     runs = list(chunk.runs)
     padded = runs + [runs[-1]] * ((-len(runs)) % ndev)  # repeats of a real run, dropped below
     keys = _run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in padded], np.int32))
     sizes = jnp.asarray([(n, m, k) for n, m, k, _ in padded], jnp.int32)
-    mesh = _mesh()
     if mesh is not None:
         spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
         keys, sizes = jax.device_put(keys, spec), jax.device_put(sizes, spec)
@@ -466,6 +590,11 @@ def sweep(
     and every run stops on its own (a chunk ends when all its runs have).
     Per-run data is drawn from keys inside the compiled program.
 
+    On one device, descent sweeps run each chunk in segments of about `num_steps/32` steps
+    and, between segments, move the runs still going into a batch 4 times smaller once they
+    fit (one more compiled program per batch size), so that a straggler no longer makes the
+    whole chunk step to the cap. The numbers are unchanged: every step is masked on its own.
+
     **Arguments:**
 
     - `grid`: the [`flowdip.Grid`][].
@@ -476,8 +605,9 @@ def sweep(
       with the same arguments skips the chunks already there (resume after a kill).
     - `seed`: base seed of the run keys ([`flowdip.run_key`][]).
     - `chunk_size`: most runs per compiled call (memory grows with it). A chunk runs until its
-      slowest run stops, so chunks of one cell (`chunk_size = grid.seeds`) waste least when
-      cells stop at very different step counts.
+      slowest run stops; descents drop their stopped runs as they go (above), flows do not, so
+      for flows chunks of one cell (`chunk_size = grid.seeds`) waste least when cells stop at
+      very different times.
     - `bucket_ratio`: the factor within which grid values share a compiled program (larger:
       fewer compilations, more padding).
     - `pad_to`: `(n, m, k)`: pad every bucket to at least these sizes, so that sweeps of

@@ -109,6 +109,36 @@ def test_four_devices_equal_one(reference, monkeypatch):
     _same(reference, _sweep())
 
 
+def test_compacted_descent_equals_one_vmapped_solve(monkeypatch):
+    # Descent chunks run in segments and drop their stopped runs into smaller batches; the
+    # numbers must be those of one vmapped solve per chunk (the path flows and devices take).
+    # This grid's runs stop anywhere between 58 steps and the cap of 3000.
+    grid = fd.Grid(n=[4, 8], m=[4], k=[32, 128], seeds=4, d=3)
+    kwargs = dict(
+        dynamics=fd.GradientDescent(1.0),
+        num_steps=3000,
+        stop=fd.LossBelow(1e-4),
+        progress=False,
+        chunk_size=16,
+    )
+    real, sizes = sweep_module._gather_lanes, []
+
+    def spy(lanes, idx):
+        sizes.append(len(idx))
+        return real(lanes, idx)
+
+    monkeypatch.setattr(sweep_module, "_gather_lanes", spy)
+    compacted = fd.sweep(grid, **kwargs)
+    assert sizes and min(sizes) <= 4  # the batch of 16 shrank to its last few runs
+    steps = compacted.num_steps.values
+    assert steps.min() < 100 and steps.max() == 3000
+    monkeypatch.setattr(sweep_module, "_COMPACT", False)
+    plain = fd.sweep(grid, **kwargs)
+    _same(compacted, plain)
+    assert np.array_equal(steps, plain.num_steps.values)
+    assert np.array_equal(compacted.result.values, plain.result.values)
+
+
 def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, monkeypatch):
     real = sweep_module._execute
     calls = []
