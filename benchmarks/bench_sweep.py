@@ -111,8 +111,6 @@ def main() -> None:
 
 def stopping(args) -> None:
     """Part two: compaction against one vmapped solve per chunk, on P1's protocol."""
-    import flowdip._sweep as sweep_module
-
     grid = fd.Grid(n=[10], m=[10], k=args.stop_k, seeds=50, d=10)
     kwargs = dict(
         dynamics=fd.GradientDescent(1.0),
@@ -123,14 +121,12 @@ def stopping(args) -> None:
     )
     times = {}
     for compact in (True, False):
-        sweep_module._COMPACT = compact
         start = time.perf_counter()
-        ds = fd.sweep(grid, **kwargs)
+        ds = fd.sweep(grid, compact=compact, **kwargs)
         first = time.perf_counter() - start
         start = time.perf_counter()
-        ds = fd.sweep(grid, **kwargs)
+        ds = fd.sweep(grid, compact=compact, **kwargs)
         times[compact] = (first, time.perf_counter() - start)
-    sweep_module._COMPACT = True
     steps = ds.num_steps.values
     useful = float(steps.sum())
     print(

@@ -276,12 +276,11 @@ def _run_chunk(
 # one needs 25 000 steps and the rest 500 costs 50 × 25 000 steps. Descent sweeps therefore run
 # in segments: between segments the runs still going are gathered into a batch a factor
 # `_COMPACT_RATIO` smaller (one compiled program per batch size), and the stopped ones are
-# read out. Each step is masked on its own, so a run's numbers do not depend on where its
-# segments end or which batch it shared.
+# read out. Each step is masked on its own, so a run takes the same steps wherever its
+# segments end; only the round-off of batched products may differ between batch sizes.
 _COMPACT_RATIO = 4
 _SEGMENTS = 32  # host round trips per run at most (each costs a dispatch and a sync)
 _DIVERGE_FACTOR = 1e6  # as solve()'s default
-_COMPACT = True  # False: descent chunks run as one vmapped solve, as flows do (tests compare)
 
 
 class _Lanes(eqx.Module):
@@ -307,39 +306,38 @@ def _start_lanes(instance, dynamics, n_pad, m_pad, k_pad, d, keys, sizes, diagno
     return eqx.filter_vmap(one)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
 
 
+def _lane_outputs(lane, dynamics, stop, horizon) -> dict:
+    obj = lane.objective
+    tau, state, _, loss, rose = lane.carry
+    code = _discrete_result(loss, tau, lane.threshold, horizon, stop)
+    x = obj.signal(dynamics.parameters(state))
+    out = dict(
+        final_loss=loss,
+        initial_loss=lane.loss0,
+        converged=code == RESULTS.converged,
+        result=code._value,
+        num_steps=tau,
+        stop_time=tau.astype(loss.dtype) * dynamics.step_size.astype(loss.dtype),
+        sigma0=lane.sigma0,
+        recovery_error=jnp.linalg.norm(x - obj.problem.x_true),
+    )
+    if lane.sharpness0 is not None:
+        out["sharpness0"] = lane.sharpness0
+        out["loss_rose"] = rose.astype(loss.dtype)
+    return out
+
+
 @eqx.filter_jit
 def _advance_lanes(lanes, dynamics, stop, horizon, segment):
+    # Also returns every lane's outputs as they stand (an O(nk) read-out against a segment's
+    # O(segment·mk) steps), so that no second program per batch size is compiled to read out.
     def one(lane):
         target = jnp.minimum(lane.carry[0] + segment, horizon + 1)
         carry = _discrete_run_to(
             lane.objective, dynamics, stop, lane.threshold, horizon, None, target, lane.carry
         )
-        return eqx.tree_at(lambda x: x.carry, lane, carry)
-
-    return eqx.filter_vmap(one)(lanes)
-
-
-@eqx.filter_jit
-def _finish_lanes(lanes, dynamics, stop, horizon):
-    def one(lane):
-        obj = lane.objective
-        tau, state, _, loss, rose = lane.carry
-        code = _discrete_result(loss, tau, lane.threshold, horizon, stop)
-        x = obj.signal(dynamics.parameters(state))
-        out = dict(
-            final_loss=loss,
-            initial_loss=lane.loss0,
-            converged=code == RESULTS.converged,
-            result=code._value,
-            num_steps=tau,
-            stop_time=tau.astype(loss.dtype) * dynamics.step_size.astype(loss.dtype),
-            sigma0=lane.sigma0,
-            recovery_error=jnp.linalg.norm(x - obj.problem.x_true),
-        )
-        if lane.sharpness0 is not None:
-            out["sharpness0"] = lane.sharpness0
-            out["loss_rose"] = rose.astype(loss.dtype)
-        return out
+        lane = eqx.tree_at(lambda x: x.carry, lane, carry)
+        return lane, _lane_outputs(lane, dynamics, stop, horizon)
 
     return eqx.filter_vmap(one)(lanes)
 
@@ -360,21 +358,18 @@ def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, dia
     owner = np.arange(len(runs))  # the run each lane holds
     rows: dict[int, dict] = {}
 
-    def read_out(lanes, owner, done):
+    def read_out(outputs, owner, done):
         fresh = [j for j in np.flatnonzero(done) if int(owner[j]) not in rows]
         if fresh:
-            out = {
-                name: np.asarray(v)
-                for name, v in _finish_lanes(lanes, dynamics, stop, horizon_).items()
-            }
+            values = {name: np.asarray(v) for name, v in outputs.items()}
             for j in fresh:
-                rows[int(owner[j])] = {name: v[j] for name, v in out.items()}
+                rows[int(owner[j])] = {name: v[j] for name, v in values.items()}
 
     while True:
-        lanes = _advance_lanes(lanes, dynamics, stop, horizon_, segment)
+        lanes, outputs = _advance_lanes(lanes, dynamics, stop, horizon_, segment)
         done = np.asarray(lanes.carry[2])
         if done.all():
-            read_out(lanes, owner, done)
+            read_out(outputs, owner, done)
             break
         active = np.flatnonzero(~done)
         size = len(owner)
@@ -382,7 +377,7 @@ def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, dia
             size //= _COMPACT_RATIO
         if size < len(owner):
             size = max(size, len(active))
-            read_out(lanes, owner, done)
+            read_out(outputs, owner, done)
             # Fill up with a stopped lane: it takes no step, so it cannot hold the loop.
             idx = np.concatenate([active, np.full(size - len(active), np.flatnonzero(done)[0])])
             lanes = _gather_lanes(lanes, jnp.asarray(idx))
@@ -543,9 +538,11 @@ def _mesh():
     return jax.sharding.Mesh(np.asarray(devices), ("runs",))
 
 
-def _execute(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics=False) -> dict:
+def _execute(
+    chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics=False, compact=True
+) -> dict:
     mesh = _mesh()
-    if _COMPACT and mesh is None and isinstance(dynamics, AbstractDiscreteDynamics):
+    if compact and mesh is None and isinstance(dynamics, AbstractDiscreteDynamics):
         return _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics)
     ndev = len(jax.devices())
     runs = list(chunk.runs)
@@ -579,6 +576,7 @@ def sweep(
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
     diagnostics: bool = False,
+    compact: bool = True,
 ):
     """Runs every cell of `grid` and returns an `xarray.Dataset` with dims `(n, m, k, seed)`.
 
@@ -593,7 +591,7 @@ def sweep(
     On one device, descent sweeps run each chunk in segments of about `num_steps/32` steps
     and, between segments, move the runs still going into a batch 4 times smaller once they
     fit (one more compiled program per batch size), so that a straggler no longer makes the
-    whole chunk step to the cap. The numbers are unchanged: every step is masked on its own.
+    whole chunk step to the cap (`compact`).
 
     **Arguments:**
 
@@ -618,6 +616,12 @@ def sweep(
     - `diagnostics`: also record, per run, `sharpness0` (`λ_max(∇²F(θ₀))`, 20 Lanczos steps
       on Hessian-vector products) and `loss_rose` (whether a descent's loss rose at some step;
       NaN for flows). Off, the sweep (and its folder's arguments) is unchanged.
+    - `compact`: let descent chunks drop their stopped runs (above). Every run takes the same
+      steps either way, but a product's round-off can depend on the batch size; a run whose
+      descent is unstable (`η·λ_max > 2`, the loss rising) amplifies that to a different stop
+      step or, rarely, outcome (in the full `ssvm-fig1` sweep: 25 runs of 7200 stopped at
+      another step and 1 changed outcome). `False` runs each chunk as one vmapped solve, bit
+      for bit as earlier versions did (on P1's costly cells, about 1.2 times slower on a CPU).
 
     **Returns:** an `xarray.Dataset` (cells not run by this shard are NaN; `attrs["complete"]`
     says whether every cell is filled).
@@ -647,6 +651,8 @@ def sweep(
     )
     if diagnostics:
         config["diagnostics"] = True  # absent otherwise: folders of plain sweeps still resume
+    if not compact and isinstance(dynamics, AbstractDiscreteDynamics):
+        config["compact"] = False
     chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio, pad_to=pad_to)
     mine = [c for c in chunks if c.index % count == i]
     folder = None if out is None else pathlib.Path(out)
@@ -674,7 +680,7 @@ def sweep(
     bar = _progress(sum(len(c.runs) for c in mine), len(mine), progress)
     bar.update(sum(len(c.runs) for c in mine if c.index in results), len(mine) - len(todo))
     for c in todo:
-        res = _execute(c, grid, instance, dynamics, horizon, stop, seed, diagnostics)
+        res = _execute(c, grid, instance, dynamics, horizon, stop, seed, diagnostics, compact)
         if folder is not None:
             _atomic_savez(folder / c.name, **res)
         results[c.index] = res

@@ -36,9 +36,15 @@ def _objective(n, m, k, s):
 
 def test_flow_and_descent_cells_use_the_same_initialisation(sweeps):
     descent, flow = sweeps
-    # Everything that depends only on (θ₀, A, x̄) is bitwise equal in the two sweeps.
-    for name in ("initial_loss", "sigma0", "sharpness0"):
-        np.testing.assert_array_equal(descent[name].values, flow[name].values, err_msg=name)
+    # Everything that depends only on (θ₀, A, x̄) is equal in the two sweeps: F(θ₀) bitwise;
+    # the eigenvalue problems up to the round-off of two compiled programs (descent sweeps
+    # run in segments, flows in one solve), σ₀ with the atol of a square root of an
+    # eigenvalue known to ~eps·trace.
+    np.testing.assert_array_equal(descent.initial_loss.values, flow.initial_loss.values)
+    for name, atol in (("sigma0", 1e-7), ("sharpness0", 1e-12)):
+        np.testing.assert_allclose(
+            descent[name].values, flow[name].values, rtol=1e-12, atol=atol, err_msg=name
+        )
     # ... and equal to the objective drawn from the documented key.
     for k in GRID.k:
         for s in range(GRID.seeds):

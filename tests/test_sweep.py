@@ -132,8 +132,7 @@ def test_compacted_descent_equals_one_vmapped_solve(monkeypatch):
     assert sizes and min(sizes) <= 4  # the batch of 16 shrank to its last few runs
     steps = compacted.num_steps.values
     assert steps.min() < 100 and steps.max() == 3000
-    monkeypatch.setattr(sweep_module, "_COMPACT", False)
-    plain = fd.sweep(grid, **kwargs)
+    plain = fd.sweep(grid, compact=False, **kwargs)
     _same(compacted, plain)
     assert np.array_equal(steps, plain.num_steps.values)
     assert np.array_equal(compacted.result.values, plain.result.values)
