@@ -301,8 +301,8 @@ def _flow_vs_descent_phase(args: argparse.Namespace) -> int:
 
 
 def _reproduce_images(args: argparse.Namespace) -> int:
-    # The image experiment takes only --quick and --out of the shared options; the sweep
-    # options of the P1 figures do not apply to it.
+    # The image experiment takes --quick, --out and --max-steps (its descent steps) of the
+    # shared options; the sweep options of the P1 figures do not apply to it.
     from .experiments import images
 
     ignored = (
@@ -312,7 +312,6 @@ def _reproduce_images(args: argparse.Namespace) -> int:
                 "scaling",
                 "step_size",
                 "tol",
-                "max_steps",
                 "seeds",
                 "n",
                 "m",
@@ -328,9 +327,17 @@ def _reproduce_images(args: argparse.Namespace) -> int:
         print(f"flowdip reproduce images: {', '.join(ignored)} do not apply", file=sys.stderr)
         return 2
     overrides = {"out": args.out} if args.out is not None else {}
-    options = (
-        images.ImagesOptions.quick(**overrides) if args.quick else images.ImagesOptions(**overrides)
-    )
+    if args.max_steps is not None:
+        overrides["steps"] = args.max_steps
+    try:
+        options = (
+            images.ImagesOptions.quick(**overrides)
+            if args.quick
+            else images.ImagesOptions(**overrides)
+        )
+    except ValueError as error:
+        print(f"flowdip reproduce images: {error}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     log = (lambda _: None) if args.no_progress else (lambda line: print(line, flush=True))
     paths = images.run(options, log=log)

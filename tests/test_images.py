@@ -1,11 +1,16 @@
 """`flowdip reproduce images`: options, and a tiny run of the experiment end to end."""
 
+import jax
+import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 
 pytest.importorskip("skimage")
 
+import flowdip as fd  # noqa: E402
 from flowdip.cli import main  # noqa: E402
 from flowdip.experiments import images  # noqa: E402
 
@@ -23,8 +28,31 @@ def test_options_and_command_line_reject_bad_values(capsys):
         images.ImagesOptions(steps=5, num_saves=10)
     with pytest.raises(ValueError, match="float32"):
         images.ImagesOptions(flow_rtol=1e-8)
+    with pytest.raises(ValueError, match="Unknown flow_solver"):
+        images.ImagesOptions(flow_solver="euler")
     assert main(["reproduce", "images", "--seeds", "3"]) == 2
     assert "--seeds" in capsys.readouterr().err
+    # --max-steps sets the descent steps, checked like any option (16 saves need 15 steps).
+    assert main(["reproduce", "images", "--quick", "--max-steps", "3"]) == 2
+    assert "num_saves=16 exceeds steps + 1 = 4" in capsys.readouterr().err
+
+
+def test_step_size_curvature_is_the_dense_hessians_top_eigenvalue():
+    # η = 1.9/L̂ needs L̂ = λ_max itself (the 64×64 nets have a negative eigenvalue nearly as
+    # large, where the power iteration used before returned a ninth of it). Float64, a net
+    # small enough for the dense Hessian.
+    net = fd.ConvDIP.init(
+        jr.key(0), image_shape=(8, 8), channels=3, num_upsamples=1, dtype=jnp.float64
+    )
+    x = jnp.asarray(images.load_image("camera", 8).reshape(-1), jnp.float64)
+    op = fd.CompressedSensing.gaussian(jr.key(1), (8, 8), 32, dtype=jnp.float64)
+    objective = fd.Objective(fd.InverseProblem(op, x), net)
+    theta0 = objective.initial_state()
+    flat, unravel = ravel_pytree(theta0)
+    hessian = jax.hessian(lambda f: objective.value(unravel(f)))(flat)
+    eigenvalues = np.linalg.eigvalsh(np.asarray(hessian))
+    estimate = float(images._top_hessian_eigenvalue(objective, jr.key(2)))
+    assert np.isclose(estimate, eigenvalues[-1], rtol=1e-8)
 
 
 @pytest.mark.slow

@@ -8,10 +8,10 @@ downscaled to 64 × 64 and scaled to `[0, 1]`; two operators, Gaussian compresse
 `m = n/2` (well conditioned, `κ ≈ 5.8`) and a Gaussian blur of σ = 1.5 px with circular
 padding (ill conditioned, `κ ≈ 10⁹`); Gaussian noise at two levels relative to the RMS of the
 clean measurements; the MSE loss; a [`flowdip.ConvDIP`][] (tanh, float32) trained by gradient
-descent with `η = 1.9/L̂` (`L̂` the top Hessian eigenvalue at `θ₀`, by power iteration) and by the
-gradient flow (Tsit5) on the same time interval; and the papers' two-layer DIP on the flattened
-images, trained by gradient descent, for comparison. All runs of one operator (images × noise
-levels) are one vmapped solve.
+descent with `η = 1.9/L̂` (`L̂` the top Hessian eigenvalue at `θ₀`, by Lanczos) and by the
+gradient flow (Ralston, with a step budget) on the same time interval; and the papers'
+two-layer DIP on the flattened images, trained by gradient descent, for comparison. All runs
+of one operator (images × noise levels) are one vmapped solve.
 """
 
 import dataclasses
@@ -20,6 +20,7 @@ import pathlib
 import time
 from collections.abc import Callable
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -36,11 +37,20 @@ from .._networks import TwoLayerDIP
 from .._objective import Objective
 from .._operators import AbstractImagingOperator, Blur, CompressedSensing, relative_noise_std
 from .._problem import InverseProblem
+from .._sharpness import sharpness
 from .._solve import _solve_discrete, _solve_flow
 from .._trajectory import RESULTS
 
 
 IMAGES = ("camera", "phantom")
+#: The flow solvers `ImagesOptions.flow_solver` accepts.
+FLOW_SOLVERS = {
+    "ralston": dfx.Ralston,
+    "heun": dfx.Heun,
+    "bosh3": dfx.Bosh3,
+    "tsit5": dfx.Tsit5,
+    "dopri5": dfx.Dopri5,
+}
 OPERATORS = ("cs", "blur")
 _OPERATOR_NAMES = {"cs": "compressed sensing", "blur": "Gaussian blur"}
 
@@ -84,11 +94,17 @@ class ImagesOptions:
     - `steps`: gradient-descent steps; the flow runs on the same interval `[0, steps·η]`.
     - `step_factor`: `η = step_factor/L̂`.
     - `num_saves`: save times (the early-stopping point is the best of them).
-    - `flow_rtol`, `flow_atol`: tolerances of the flow (float32, so not below 1e-6). The
-      flow is stiff at the η scale, so Tsit5's step is set by stability, not accuracy: a loose
-      tolerance costs no accuracy at the save times and saves rejected steps.
+    - `flow_solver`: the flow's Diffrax solver, from `FLOW_SOLVERS` (default `"ralston"`).
+      The ConvDIP's flow sharpens as it goes (`λ_max(∇²F)` doubles within the first 100η of
+      the 64 × 64 blur run, while descent stays at its edge of stability), so an explicit
+      solver's step is set by stability, not accuracy; Ralston's two-stage second-order
+      method covers more time per gradient evaluation there than Tsit5's six, and on the
+      quick camera problem it was closer to a Dopri5 reference at rtol 1e-4 (1% against 2%).
+    - `flow_rtol`, `flow_atol`: tolerances of the flow (float32, so not below 1e-6).
     - `flow_max_steps`: the flow's step budget; a run that exhausts it is recorded as
-      `max_steps_reached` (its saves stop where it stopped).
+      `max_steps_reached` (its saves stop where it stopped, and the figures show how far it
+      got). The sharpening flow does not reach `steps·η` within the default budgets: what
+      bounds the run's time is this budget.
     - `two_layer`: also train the two-layer DIP (width `two_layer_k`, default `n`).
     - `seed`: base seed (operators, noise, networks).
     - `out`: output folder.
@@ -105,9 +121,10 @@ class ImagesOptions:
     steps: int = 2000
     step_factor: float = 1.9
     num_saves: int = 21
+    flow_solver: str = "ralston"
     flow_rtol: float = 1e-2
     flow_atol: float = 1e-6
-    flow_max_steps: int = 4000
+    flow_max_steps: int = 1200
     two_layer: bool = True
     two_layer_k: int | None = None
     seed: int = 0
@@ -139,12 +156,17 @@ class ImagesOptions:
         for name in ("blur_sigma", "step_factor", "flow_rtol", "flow_atol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
+        if self.flow_solver not in FLOW_SOLVERS:
+            raise ValueError(
+                f"Unknown flow_solver {self.flow_solver!r}; choose from {tuple(FLOW_SOLVERS)}."
+            )
         if self.flow_rtol < 1e-6:
             raise ValueError(f"flow_rtol={self.flow_rtol} is below float32 resolution.")
 
     @classmethod
     def quick(cls, **overrides) -> "ImagesOptions":
-        """32 × 32 images, a smaller net, 300 steps and a flow budget: under a minute of CPU."""
+        """32 × 32 images, a smaller net, 300 steps and a flow budget of 600 steps: about a
+        minute on a 2-core CPU, mostly compilation."""
         base = dict(
             size=32,
             channels=8,
@@ -167,38 +189,40 @@ def make_operator(name: str, options: ImagesOptions, key) -> AbstractImagingOper
     return Blur.gaussian(shape, options.blur_sigma, dtype=jnp.float32)
 
 
-@eqx.filter_jit
-def _top_hessian_eigenvalue(objective: Objective, key, iters: int = 30):
-    # Power iteration on Hessian-vector products (forward over reverse): the largest
-    # curvature at θ₀, which bounds the stable step size of descent (η < 2/L).
-    flat0, unravel = ravel_pytree(objective.initial_state())
-
-    def grad(flat):
-        return ravel_pytree(objective.gradient(unravel(flat)))[0]
-
-    def hvp(v):
-        return jax.jvp(grad, (flat0,), (v,))[1]
-
-    v0 = jr.normal(key, flat0.shape, flat0.dtype)
-
-    def body(_, v):
-        w = hvp(v)
-        return w / jnp.linalg.norm(w)
-
-    v = jax.lax.fori_loop(0, iters, body, v0 / jnp.linalg.norm(v0))
-    return jnp.abs(jnp.vdot(v, hvp(v)))
+def _top_hessian_eigenvalue(objective: Objective, key, iters: int = 40):
+    # λ_max(∇²F(θ₀)), which bounds the stable step size of descent (η < 2/λ_max), by Lanczos.
+    # Not by power iteration: the ConvDIP's Hessian at θ₀ has a negative eigenvalue almost as
+    # large as λ_max (−3661 against 3681 on the quick camera problem), so power iteration
+    # oscillates between the two and 30 of its steps returned 394, a step size nine times too
+    # large. `key` draws the start vector.
+    flat = ravel_pytree(objective.initial_state())[0]
+    init = jr.normal(key, flat.shape, flat.dtype)
+    return sharpness(objective, objective.initial_state(), num_iters=iters, init=init).value
 
 
-def _square_matrix(operator: AbstractImagingOperator) -> lx.MatrixLinearOperator:
-    # Both operators as dense n × n matrices, so that every compiled program (power iteration,
-    # descent, flow) is shared between them: the operator is a runtime argument of one program
-    # rather than part of its structure. Compressed sensing (m < n rows) is padded with zero
-    # rows, and its observation with zeros: they add nothing to ½‖A x − y‖², so the loss,
-    # gradients and Hessian are exactly those of the m × n operator.
-    A = operator.as_matrix()
+#: Up to this many pixels the operators run as dense n × n matrices (see `_runtime_operator`).
+_DENSE_UP_TO = 32 * 32
+
+
+def _runtime_operator(operator: AbstractImagingOperator, ys):
+    """The operator and observations the compiled programs take.
+
+    Small images: both operators as dense `n × n` matrices, so that every compiled program
+    (power iteration, descent, flow) is shared between them: the operator is a runtime
+    argument of one program rather than part of its structure, and compiling dominates at
+    that size. Compressed sensing (`m < n` rows) is padded with zero rows, and its observation
+    with zeros: they add nothing to `½‖A x − y‖²`, so the loss, gradients and Hessian are
+    exactly those of the `m × n` operator. Larger images: the operators themselves (an `n × n`
+    product at 64 × 64 costs more than the ConvDIP's step; the FFT blur costs almost nothing),
+    one set of programs per operator.
+    """
     n = operator.num_pixels
+    if n > _DENSE_UP_TO:
+        return operator, ys
+    A = operator.as_matrix()
     pad = jnp.zeros((n - A.shape[0], n), A.dtype)
-    return lx.MatrixLinearOperator(jnp.concatenate([A, pad]))
+    ys = jnp.concatenate([ys, jnp.zeros((ys.shape[0], n - ys.shape[1]), ys.dtype)], 1)
+    return lx.MatrixLinearOperator(jnp.concatenate([A, pad])), ys
 
 
 def _objectives(operator, generator, xs, ys):
@@ -313,10 +337,9 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
         xs = jnp.stack([p.x_true for p in problems])
         ys = jnp.stack([p.y for p in problems])
         stds = np.asarray([p.noise_std for p in problems])
-        square = _square_matrix(operator)
-        ys_square = jnp.concatenate([ys, jnp.zeros((len(cases), n - ys.shape[1]), ys.dtype)], 1)
+        A_run, ys_run = _runtime_operator(operator, ys)
         keys = jr.split(k_pow, len(cases))
-        L = float(_batched_curvature(square, net, xs, ys_square, keys))
+        L = float(_batched_curvature(A_run, net, xs, ys_run, keys))
         # η as the float32 the descent will use, so that the save times are exact steps.
         eta = float(np.float32(options.step_factor / L))
         t1 = options.steps * eta
@@ -331,19 +354,25 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
         clock = _Clock(log)
         log(f"      ConvDIP, gradient descent ({options.steps} steps) ...")
         gd = _batched_descent(
-            square, net, xs, ys_square, jnp.asarray(eta, jnp.float32), save_steps, horizon
+            A_run, net, xs, ys_run, jnp.asarray(eta, jnp.float32), save_steps, horizon
         )
         jax.block_until_ready(gd.final_loss)
         clock.done()
-        log(f"      ConvDIP, gradient flow (Tsit5, rtol {options.flow_rtol:g}, t1 = {t1:.3g}) ...")
+        log(
+            f"      ConvDIP, gradient flow ({options.flow_solver}, rtol {options.flow_rtol:g}, "
+            f"t1 = {t1:.3g}, at most {options.flow_max_steps} steps) ..."
+        )
         flow = GradientFlow(
-            rtol=options.flow_rtol, atol=options.flow_atol, max_steps=options.flow_max_steps
+            solver=FLOW_SOLVERS[options.flow_solver](),
+            rtol=options.flow_rtol,
+            atol=options.flow_atol,
+            max_steps=options.flow_max_steps,
         )
         gf = _batched_flow(
-            square,
+            A_run,
             net,
             xs,
-            ys_square,
+            ys_run,
             flow,
             jnp.asarray(ts, jnp.float32),
             jnp.asarray(t1, jnp.float32),
@@ -354,15 +383,15 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
         if options.two_layer:
             clock.done()
             log(f"      two-layer DIP (k = {k}), gradient descent ...")
-            L2 = float(_batched_curvature(square, two, xs, ys_square, keys))
+            L2 = float(_batched_curvature(A_run, two, xs, ys_run, keys))
             # Its own stable step and time scale: the two-layer net is far smoother than the
             # ConvDIP, and on the ConvDIP's interval it would barely move.
             eta2 = float(np.float32(options.step_factor / L2))
             runs["two-layer GD"] = _batched_descent(
-                square,
+                A_run,
                 two,
                 xs,
-                ys_square,
+                ys_run,
                 jnp.asarray(eta2, jnp.float32),
                 save_steps,
                 horizon,
