@@ -61,8 +61,9 @@ class SSVMOptions:
       holds finished chunks of this shard is refused rather than silently reused).
     - `seed`: base seed of the run keys.
     - `chunk_size`, `bucket_ratio`: passed to [`flowdip.sweep`][]; engineering only, they do
-      not change the results. By default a chunk is one cell (`seeds` runs): a batch runs until
-      its slowest run stops, and cells stop anywhere between 30 steps and the cap.
+      not change the results. By default a chunk is one cell (`seeds` runs), the unit the
+      folder saves and a resumed run skips; within it, runs that stop leave the batch (see
+      [`flowdip.sweep`][]), since the runs of a cell stop anywhere between 30 steps and the cap.
     - `progress`: show the sweep's progress bar.
     """
 
