@@ -6,6 +6,7 @@ the mean over the windows that fit inside the image), so the two agree to round-
 check this. Every metric broadcasts over leading axes (save times, seeds).
 """
 
+import functools
 import math
 
 import jax
@@ -38,6 +39,28 @@ def _ssim(x, ref, data_range, win_size, k1, k2):
     return jnp.mean(s)
 
 
+# One compiled program per shape and setting: op by op, each metric would compile a dozen
+# small kernels, and a run's metrics (saves × seeds) would cost seconds of compilation.
+@functools.partial(jax.jit, static_argnames=("data_range",))
+def _psnr_all(image, reference, data_range):
+    fn = jnp.vectorize(lambda a: _psnr(a, reference, data_range), signature="(h,w)->()")
+    return fn(image)
+
+
+@functools.partial(jax.jit, static_argnames=("data_range", "win_size", "k1", "k2"))
+def _ssim_all(image, reference, data_range, win_size, k1, k2):
+    fn = jnp.vectorize(
+        lambda a: _ssim(a, reference, data_range, win_size, k1, k2), signature="(h,w)->()"
+    )
+    return fn(image)
+
+
+@jax.jit
+def _relative_error_all(estimate, reference):
+    ref = reference.reshape((1,) * (estimate.ndim - 1) + reference.shape)
+    return jnp.linalg.norm(estimate - ref, axis=-1) / jnp.linalg.norm(reference)
+
+
 def _check_range(data_range):
     if not (math.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a finite number > 0; got {data_range!r}.")
@@ -58,8 +81,7 @@ def psnr(
     **Returns:** the PSNR of each image, shape `(...)`; `inf` for an exact match.
     """
     _check_range(data_range)
-    fn = jnp.vectorize(lambda a: _psnr(a, reference, data_range), signature="(h,w)->()")
-    return fn(image)
+    return _psnr_all(image, reference, float(data_range))
 
 
 @checked
@@ -92,10 +114,7 @@ def ssim(
         raise ValueError(
             f"win_size must be odd, >= 3 and at most min(h, w) = {min(h, w)}; got {win_size}."
         )
-    fn = jnp.vectorize(
-        lambda a: _ssim(a, reference, data_range, win_size, k1, k2), signature="(h,w)->()"
-    )
-    return fn(image)
+    return _ssim_all(image, reference, float(data_range), int(win_size), float(k1), float(k2))
 
 
 @checked
@@ -111,8 +130,7 @@ def relative_error(
 
     **Returns:** one error per estimate, shape `(...)`.
     """
-    ref = reference.reshape((1,) * (estimate.ndim - 1) + reference.shape)
-    return jnp.linalg.norm(estimate - ref, axis=-1) / jnp.linalg.norm(reference)
+    return _relative_error_all(estimate, reference)
 
 
 @checked

@@ -20,7 +20,7 @@ import numpy as np
 from ._activations import AbstractActivation, Sigmoid
 from ._dynamics import AbstractDiscreteDynamics, AbstractDynamics, AbstractFlow, LossBelow
 from ._losses import AbstractLoss, MSE
-from ._networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere
+from ._networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere, V_LAWS
 from ._objective import Objective
 from ._problem import InverseProblem
 from ._sharpness import sharpness
@@ -92,7 +92,8 @@ class Instance:
             raise ValueError(f"signal must be 'gaussian' or 'sphere'; got {self.signal!r}.")
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
             raise ValueError(f"noise_std must be >= 0; got {self.noise_std}.")
-        sample_V(jr.key(0), 1, 1, self.v_law)  # validates the law's name
+        if self.v_law not in V_LAWS:
+            raise ValueError(f"v_law must be one of {V_LAWS}; got {self.v_law!r}.")
 
     def objective(
         self, key, *, n: int, m: int, k: int, d: int, n_true=None, m_true=None, k_true=None
@@ -643,6 +644,9 @@ def sweep(
         raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}.")
     if not bucket_ratio >= 1:
         raise ValueError(f"bucket_ratio must be >= 1; got {bucket_ratio}.")
+    for name, flag in (("compact", compact), ("diagnostics", diagnostics)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False; got {name}={flag!r}.")
 
     if pad_to is not None and (len(pad_to) != 3 or min(int(v) for v in pad_to) < 1):
         raise ValueError(f"pad_to must be three sizes (n, m, k) >= 1; got {pad_to!r}.")

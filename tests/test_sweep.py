@@ -203,3 +203,8 @@ def test_bad_sweep_arguments():
         fd.Grid(n=[4], m=[2], k=[0])
     with pytest.raises(ValueError, match="scaling"):
         fd.Instance(scaling="2/m")
+    with pytest.raises(ValueError, match="v_law must be one of"):
+        fd.Instance(v_law="cauchy")
+    # Our ValueError, or jaxtyping's TypeCheckError (a TypeError) under the runtime checker.
+    with pytest.raises((ValueError, TypeError), match="compact"):
+        _sweep(compact="yes")
