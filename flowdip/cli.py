@@ -156,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         type=pathlib.Path,
         metavar="DIR",
-        help="reuse finished descent sweeps (e.g. results/ssvm-fig1), one per grid, in order",
+        help="reuse finished descent sweeps (e.g. results/ssvm-fig1), one per grid, in order; "
+        "one with more seeds is cut to its first --seeds",
     )
     return parser
 

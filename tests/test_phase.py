@@ -189,3 +189,31 @@ def test_command_line_options_reach_the_experiment(tmp_path):
         descent_from=args.descent_from,
     )
     assert opts.descent_from == {"fig1": tmp_path / "d"} and opts.flow(2000).max_steps == 300
+
+
+def test_a_descent_sweep_with_more_seeds_is_reused_for_its_first_seeds(tmp_path):
+    # A run's key depends only on (seed, n, m, s), so the first 2 seeds of a 3-seed descent
+    # sweep are the runs of a 2-seed sweep: reused, cut, and equal to a fresh 2-seed sweep.
+    from flowdip.experiments import flow_vs_descent_phase as fvdp, ssvm
+
+    def options(seeds, **kw):
+        base = dict(n=[6], m=[4], k=[5, 12], seeds=seeds, d=3, max_steps=60, step_size=0.2)
+        return ssvm.SSVMOptions(**{**base, **kw}, out=tmp_path / f"s{seeds}", progress=False)
+
+    def descent(opts, out):
+        kwargs = fvdp._sweep_kwargs(opts, False)
+        dyn = fd.GradientDescent(opts.step_size)
+        return fd.sweep(opts.grid, dynamics=dyn, num_steps=opts.max_steps, out=out, **kwargs)
+
+    descent(options(3), tmp_path / "three")
+    reused = fvdp._reusable(tmp_path / "three", options(2).grid, options(2))
+    assert reused is not None and reused.sizes["seed"] == 2
+    fresh = descent(options(2), None)
+    for name in ("converged", "num_steps", "final_loss", "initial_loss", "sharpness0"):
+        np.testing.assert_array_equal(reused[name].values, fresh[name].values, err_msg=name)
+    # Not reused: more seeds than the sweep has, another width or another step size.
+    assert fvdp._reusable(tmp_path / "three", options(4).grid, options(4)) is None
+    other_k = options(2, k=[5, 13])
+    assert fvdp._reusable(tmp_path / "three", other_k.grid, other_k) is None
+    other_eta = options(2, step_size=0.1)
+    assert fvdp._reusable(tmp_path / "three", other_eta.grid, other_eta) is None

@@ -148,15 +148,23 @@ def _sweep_kwargs(opts: ssvm.SSVMOptions, progress: bool) -> dict:
 
 
 def _reusable(folder, grid: Grid, opts: ssvm.SSVMOptions):
-    """A complete descent sweep in `folder` run with exactly this protocol, or None."""
+    """A complete descent sweep in `folder` run with exactly this protocol and at least
+    `grid.seeds` seeds, cut to its first `grid.seeds` seeds; or None.
+
+    A run's key depends only on the base seed, `(n, m)` and its index `s` (`flowdip.run_key`),
+    so the first seeds of a larger sweep are exactly the runs of a smaller one.
+    """
     path = pathlib.Path(folder) / "results.nc"
     if not path.exists():
         return None
     ds = load_dataset(path)
     config = json.loads(ds.attrs.get("config", "{}"))
+    theirs = dict(config.get("grid") or {})
+    mine = json.loads(json.dumps(dataclasses.asdict(grid)))
     same = (
         bool(ds.attrs.get("complete", 0))
-        and config.get("grid") == json.loads(json.dumps(dataclasses.asdict(grid)))
+        and int(theirs.pop("seeds", 0)) >= mine.pop("seeds")
+        and theirs == mine
         and config.get("step_size") == opts.step_size
         and config.get("horizon") == opts.max_steps
         and config.get("seed") == opts.seed
@@ -167,7 +175,7 @@ def _reusable(folder, grid: Grid, opts: ssvm.SSVMOptions):
             for f in dataclasses.fields(Instance)
         }
     )
-    return ds if same else None
+    return ds.isel(seed=slice(0, grid.seeds)) if same else None
 
 
 def run_descent(options: PhaseOptions, figure: str, step_size: float | None = None, log=print):
@@ -183,7 +191,10 @@ def run_descent(options: PhaseOptions, figure: str, step_size: float | None = No
     if step_size is None and options.descent_from and figure in options.descent_from:
         ds = _reusable(options.descent_from[figure], opts.grid, opts)
         if ds is not None:
-            log(f"  descent: reusing {options.descent_from[figure]} (same grid and protocol)")
+            log(
+                f"  descent: reusing {options.descent_from[figure]} (same grid and protocol; "
+                f"its first {opts.seeds} seeds)"
+            )
             return ds
         log(f"  descent: {options.descent_from[figure]} does not match this protocol; running")
     folder = opts.out if step_size is None else options.out / figure / f"descent-eta{eta:g}"
@@ -197,6 +208,9 @@ def run_descent(options: PhaseOptions, figure: str, step_size: float | None = No
     )
 
 
+_FLOW_CHUNK = 50  # runs per flow chunk at least (whole cells), unless chunk_size is given
+
+
 def run_flow(options: PhaseOptions, figure: str, log=print):
     """The flow sweep of one grid, horizon `max_steps · step_size`, on the descent's keys."""
     opts = options.ssvm(figure)
@@ -208,6 +222,10 @@ def run_flow(options: PhaseOptions, figure: str, log=print):
         f"{flow.max_steps} steps per run → {folder}"
     )
     kwargs = _sweep_kwargs(opts, options.progress)
+    if opts.chunk_size is None:
+        # Whole cells of at least _FLOW_CHUNK runs: with few seeds per cell, a cell-sized
+        # chunk would pay the solver loop's per-step overhead for a handful of runs.
+        kwargs["chunk_size"] = opts.seeds * max(1, _FLOW_CHUNK // opts.seeds)
     return sweep(opts.grid, dynamics=flow, t1=t1, out=folder, **kwargs)
 
 
