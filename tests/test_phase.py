@@ -171,6 +171,10 @@ def test_phase_options_use_the_p1_reproductions_grids_and_check_values(tmp_path)
         fvdp.options_from(
             quick=True, overrides=dict(figures=("fig1",)), descent_from=[tmp_path, tmp_path]
         )
+    with pytest.raises(ValueError, match="no such folder"):
+        fvdp.options_from(
+            quick=True, overrides=dict(figures=("fig1",)), descent_from=[tmp_path / "typo"]
+        )
 
 
 def test_command_line_options_reach_the_experiment(tmp_path):
@@ -179,6 +183,7 @@ def test_command_line_options_reach_the_experiment(tmp_path):
 
     argv = ["reproduce", "flow-vs-descent-phase", "--quick", "--figures", "fig1"]
     argv += ["--step-size", "0.5", "--step-sizes", "0.25,2", "--flow-budget", "300"]
+    (tmp_path / "d").mkdir()
     argv += ["--out", str(tmp_path), "--descent-from", str(tmp_path / "d")]
     args = cli._parser().parse_args(argv)
     assert args.experiment in cli.REPRODUCTIONS

@@ -196,7 +196,13 @@ def run_descent(options: PhaseOptions, figure: str, step_size: float | None = No
                 f"its first {opts.seeds} seeds)"
             )
             return ds
-        log(f"  descent: {options.descent_from[figure]} does not match this protocol; running")
+        given = pathlib.Path(options.descent_from[figure])
+        why = (
+            "does not match this protocol"
+            if (given / "results.nc").exists()
+            else "holds no finished sweep (no results.nc)"
+        )
+        log(f"  descent: {given} {why}; running")
     folder = opts.out if step_size is None else options.out / figure / f"descent-eta{eta:g}"
     log(f"  descent: GD η = {eta:g}, cap {cap} steps → {folder}")
     return sweep(
@@ -442,7 +448,8 @@ def runs_figure(cells, options: PhaseOptions, path: pathlib.Path) -> tuple[pathl
             c.text(
                 0.5,
                 0.5,
-                f"the flow converged at t = {float(gf.stop_time):.3g},\n"
+                f"the flow {'converged' if bool(gf.converged) else 'stopped'} at "
+                f"t = {float(gf.stop_time):.3g},\n"
                 f"before the descent's first step (t = η = {eta:g}):\nno common time after t = 0",
                 transform=c.transAxes,
                 ha="center",
@@ -465,7 +472,7 @@ def runs_figure(cells, options: PhaseOptions, path: pathlib.Path) -> tuple[pathl
             + (
                 f"gap at the last common time t = {gap_t[-1]:g}: {gap[-1]:.3g}"
                 if gap.size
-                else "no common time after t = 0 (the flow was done before the first step)"
+                else "no common time after t = 0 (the flow ended before the first step)"
             )
         )
     fig.savefig(path, dpi=80)
@@ -626,6 +633,11 @@ def options_from(
             raise ValueError(
                 f"--descent-from has {len(descent_from)} folders for {len(opts.figures)} grids."
             )
+        missing = [str(p) for p in descent_from if not pathlib.Path(p).is_dir()]
+        if missing:
+            # Caught here, not after the flow: a mistyped folder would otherwise cost a whole
+            # descent sweep before anyone noticed.
+            raise ValueError(f"--descent-from: no such folder: {', '.join(missing)}.")
         mapping = dict(zip(opts.figures, (pathlib.Path(p) for p in descent_from)))
         opts = dataclasses.replace(opts, descent_from=mapping)
     return opts

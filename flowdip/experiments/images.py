@@ -165,8 +165,8 @@ class ImagesOptions:
 
     @classmethod
     def quick(cls, **overrides) -> "ImagesOptions":
-        """32 × 32 images, a smaller net, 300 steps and a flow budget of 600 steps: about a
-        minute on a 2-core CPU, mostly compilation."""
+        """32 × 32 images, a smaller net, 300 steps and a flow budget of 600 steps: under a
+        minute on a 2-core CPU (43–46 s), mostly compilation."""
         base = dict(
             size=32,
             channels=8,
@@ -208,7 +208,7 @@ def _runtime_operator(operator: AbstractImagingOperator, ys):
     """The operator and observations the compiled programs take.
 
     Small images: both operators as dense `n × n` matrices, so that every compiled program
-    (power iteration, descent, flow) is shared between them: the operator is a runtime
+    (Lanczos, descent, flow) is shared between them: the operator is a runtime
     argument of one program rather than part of its structure, and compiling dominates at
     that size. Compressed sensing (`m < n` rows) is padded with zero rows, and its observation
     with zeros: they add nothing to `½‖A x − y‖²`, so the loss, gradients and Hessian are
