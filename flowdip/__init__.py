@@ -2,14 +2,7 @@
 
 import importlib.metadata
 
-from ._activations import (
-    AbstractActivation as AbstractActivation,
-    Sigmoid as Sigmoid,
-    Softplus as Softplus,
-    Tanh as Tanh,
-)
-from ._baselines import OptimistixBaseline as OptimistixBaseline
-from ._compare import (
+from ._analysis.compare import (
     compare as compare,
     Comparison as Comparison,
     convergence_order as convergence_order,
@@ -17,8 +10,21 @@ from ._compare import (
     fit_rate as fit_rate,
     loglog_slope as loglog_slope,
 )
-from ._convdip import ConvDIP as ConvDIP
-from ._dynamics import (
+from ._analysis.phase import (
+    disagreement as disagreement,
+    SweepGradientFlow as SweepGradientFlow,
+)
+from ._analysis.sharpness import (
+    gauss_newton_sharpness as gauss_newton_sharpness,
+    hessian_vector_product as hessian_vector_product,
+    normalised_sharpness as normalised_sharpness,
+    Sharpness as Sharpness,
+    sharpness as sharpness,
+    sharpness_along as sharpness_along,
+    state_from_coordinates as state_from_coordinates,
+)
+from ._dynamics.baselines import OptimistixBaseline as OptimistixBaseline
+from ._dynamics.dynamics import (
     AbstractDiscreteDynamics as AbstractDiscreteDynamics,
     AbstractDynamics as AbstractDynamics,
     AbstractFlow as AbstractFlow,
@@ -29,6 +35,21 @@ from ._dynamics import (
     InertialFlow as InertialFlow,
     LossBelow as LossBelow,
     ModifiedFlow as ModifiedFlow,
+)
+from ._generator.activations import (
+    AbstractActivation as AbstractActivation,
+    Sigmoid as Sigmoid,
+    Softplus as Softplus,
+    Tanh as Tanh,
+)
+from ._generator.convdip import ConvDIP as ConvDIP
+from ._generator.networks import (
+    AbstractGenerator as AbstractGenerator,
+    MLP as MLP,
+    sample_V as sample_V,
+    sample_W as sample_W,
+    TwoLayerDIP as TwoLayerDIP,
+    uniform_on_sphere as uniform_on_sphere,
 )
 from ._losses import (
     AbstractLoss as AbstractLoss,
@@ -43,16 +64,8 @@ from ._metrics import (
     relative_error as relative_error,
     ssim as ssim,
 )
-from ._networks import (
-    AbstractGenerator as AbstractGenerator,
-    MLP as MLP,
-    sample_V as sample_V,
-    sample_W as sample_W,
-    TwoLayerDIP as TwoLayerDIP,
-    uniform_on_sphere as uniform_on_sphere,
-)
 from ._objective import Objective as Objective
-from ._operators import (
+from ._problem.operators import (
     AbstractImagingOperator as AbstractImagingOperator,
     Blur as Blur,
     CompressedSensing as CompressedSensing,
@@ -60,31 +73,10 @@ from ._operators import (
     Inpainting as Inpainting,
     relative_noise_std as relative_noise_std,
 )
-from ._overparam import (
-    certified_width_curves as certified_width_curves,
-    certified_widths as certified_widths,
-)
-from ._phase import (
-    disagreement as disagreement,
-    SweepGradientFlow as SweepGradientFlow,
-)
-from ._problem import InverseProblem as InverseProblem
-from ._recovery import (
-    project_onto_reachable as project_onto_reachable,
-    Recovery as Recovery,
-    recovery as recovery,
-)
-from ._sharpness import (
-    gauss_newton_sharpness as gauss_newton_sharpness,
-    hessian_vector_product as hessian_vector_product,
-    normalised_sharpness as normalised_sharpness,
-    Sharpness as Sharpness,
-    sharpness as sharpness,
-    sharpness_along as sharpness_along,
-    state_from_coordinates as state_from_coordinates,
-)
-from ._solve import solve as solve, SolveError as SolveError
-from ._sweep import (
+from ._problem.problem import InverseProblem as InverseProblem
+from ._solve.solve import solve as solve, SolveError as SolveError
+from ._solve.trajectory import RESULTS as RESULTS, Trajectory as Trajectory
+from ._sweep.sweep import (
     Grid as Grid,
     Instance as Instance,
     load_dataset as load_dataset,
@@ -96,13 +88,21 @@ from ._sweep import (
     save_dataset as save_dataset,
     sweep as sweep,
 )
-from ._theory import (
+from ._theory.certificate import (
     Certificate as Certificate,
     certify as certify,
     PathCertificate as PathCertificate,
     TheoryConstants as TheoryConstants,
 )
-from ._trajectory import RESULTS as RESULTS, Trajectory as Trajectory
+from ._theory.overparam import (
+    certified_width_curves as certified_width_curves,
+    certified_widths as certified_widths,
+)
+from ._theory.recovery import (
+    project_onto_reachable as project_onto_reachable,
+    Recovery as Recovery,
+    recovery as recovery,
+)
 
 
 __version__ = importlib.metadata.version("flowdip")

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from ._generator.networks import AbstractGenerator, TwoLayerDIP
 from ._losses import AbstractLoss, MSE
-from ._networks import AbstractGenerator, TwoLayerDIP
-from ._problem import InverseProblem, operator_times_columns
+from ._problem.problem import InverseProblem, operator_times_columns
 from ._typing import Array, Float, PyTree, RealScalarLike
 
 

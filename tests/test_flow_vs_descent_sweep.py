@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import flowdip as fd
-import flowdip._sweep as sweep_module
+import flowdip._sweep.sweep as sweep_module
 
 
 GRID = fd.Grid(n=[6], m=[3], k=[8, 16], seeds=2, d=3)

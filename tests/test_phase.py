@@ -9,8 +9,8 @@ import xarray as xr
 from jax.flatten_util import ravel_pytree
 
 import flowdip as fd
-import flowdip._sweep as sweep_module
-from flowdip._phase import disagreement, SweepGradientFlow
+import flowdip._sweep.sweep as sweep_module
+from flowdip._analysis.phase import disagreement, SweepGradientFlow
 
 
 # k = 5 and 12 share one bucket (padded to 12), so the flow cells below are padded runs.

@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import flowdip.plot as fplot
-from flowdip._sweep import load_dataset
+from flowdip import load_dataset
 from flowdip.cli import main
 from flowdip.experiments import ssvm
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import flowdip as fd
-import flowdip._sweep as sweep_module
+import flowdip._sweep.sweep as sweep_module
 
 
 GRID = fd.Grid(n=[6, 10], m=[4], k=[8, 16], seeds=3, d=3)

@@ -197,7 +197,7 @@ def test_pathwise_certificate_holds_when_R_prime_below_R_fails():
 def test_rate_inverse_inverts_rate(loss):
     s = jnp.geomspace(1e-9, 1e3, 40)
     assert np.allclose(loss.rate_inverse(loss.rate(s)), s, rtol=1e-9)
-    assert np.allclose(fd._recovery.psi_inverse(loss, loss.psi(s)), s, rtol=1e-9)
+    assert np.allclose(fd._theory.recovery.psi_inverse(loss, loss.psi(s)), s, rtol=1e-9)
 
 
 def test_certify_vmaps_over_seeds():

@@ -18,14 +18,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import plot
-from .._dynamics import GradientDescent, GradientFlow, LossBelow
+from .._dynamics.dynamics import GradientDescent, GradientFlow, LossBelow
+from .._generator.networks import TwoLayerDIP
 from .._losses import AbstractLoss, Huber, MSE, PowerLoss, PseudoHuber
-from .._networks import TwoLayerDIP
 from .._objective import Objective
-from .._problem import InverseProblem
-from .._recovery import recovery
-from .._solve import solve
-from .._theory import certify
+from .._problem.problem import InverseProblem
+from .._solve.solve import solve
+from .._theory.certificate import certify
+from .._theory.recovery import recovery
 
 
 def near_objective(

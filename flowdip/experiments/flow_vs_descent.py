@@ -25,9 +25,10 @@ import jax.random as jr
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .._baselines import OptimistixBaseline
-from .._compare import _select, convergence_order, ConvergenceOrder, loglog_slope
-from .._dynamics import (
+from .._analysis.compare import _select, convergence_order, ConvergenceOrder, loglog_slope
+from .._analysis.sharpness import sharpness, sharpness_along
+from .._dynamics.baselines import OptimistixBaseline
+from .._dynamics.dynamics import (
     GradientDescent,
     GradientFlow,
     InertialDescent,
@@ -35,12 +36,11 @@ from .._dynamics import (
     LossBelow,
     ModifiedFlow,
 )
-from .._networks import TwoLayerDIP
+from .._generator.networks import TwoLayerDIP
 from .._objective import Objective
-from .._problem import InverseProblem
-from .._sharpness import sharpness, sharpness_along
-from .._solve import solve
-from .._trajectory import Trajectory
+from .._problem.problem import InverseProblem
+from .._solve.solve import solve
+from .._solve.trajectory import Trajectory
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,13 +37,13 @@ import matplotlib.ticker
 import numpy as np
 
 from .. import plot
-from .._compare import compare
-from .._dynamics import GradientDescent, LossBelow
-from .._phase import disagreement, SweepGradientFlow
-from .._sharpness import sharpness_along
-from .._solve import solve
-from .._sweep import Grid, Instance, load_dataset, run_key, sweep
-from .._trajectory import RESULTS
+from .._analysis.compare import compare
+from .._analysis.phase import disagreement, SweepGradientFlow
+from .._analysis.sharpness import sharpness_along
+from .._dynamics.dynamics import GradientDescent, LossBelow
+from .._solve.solve import solve
+from .._solve.trajectory import RESULTS
+from .._sweep.sweep import Grid, Instance, load_dataset, run_key, sweep
 from . import ssvm
 
 

@@ -29,17 +29,22 @@ import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._activations import Sigmoid, Tanh
-from .._convdip import ConvDIP
-from .._dynamics import GradientDescent, GradientFlow
+from .._analysis.sharpness import sharpness
+from .._dynamics.dynamics import GradientDescent, GradientFlow
+from .._generator.activations import Sigmoid, Tanh
+from .._generator.convdip import ConvDIP
+from .._generator.networks import TwoLayerDIP
 from .._metrics import image_metrics
-from .._networks import TwoLayerDIP
 from .._objective import Objective
-from .._operators import AbstractImagingOperator, Blur, CompressedSensing, relative_noise_std
-from .._problem import InverseProblem
-from .._sharpness import sharpness
-from .._solve import _solve_discrete, _solve_flow
-from .._trajectory import RESULTS
+from .._problem.operators import (
+    AbstractImagingOperator,
+    Blur,
+    CompressedSensing,
+    relative_noise_std,
+)
+from .._problem.problem import InverseProblem
+from .._solve.solve import _solve_discrete, _solve_flow
+from .._solve.trajectory import RESULTS
 
 
 IMAGES = ("camera", "phantom")

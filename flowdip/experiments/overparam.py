@@ -23,9 +23,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import plot
-from .._dynamics import GradientDescent, LossBelow
-from .._overparam import certified_width_curves, certified_widths
-from .._sweep import Grid, Instance, save_dataset, sweep
+from .._dynamics.dynamics import GradientDescent, LossBelow
+from .._sweep.sweep import Grid, Instance, save_dataset, sweep
+from .._theory.overparam import certified_width_curves, certified_widths
 
 
 @dataclasses.dataclass(frozen=True)

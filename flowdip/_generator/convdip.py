@@ -8,9 +8,9 @@ import equinox as eqx
 import jax
 import jax.random as jr
 
-from ._activations import AbstractActivation, Tanh
-from ._networks import _default_dtype, _positive_int, AbstractGenerator
-from ._typing import Array, checked, Float, PRNGKeyArray, PyTree
+from .._typing import Array, checked, Float, PRNGKeyArray, PyTree
+from .activations import AbstractActivation, Tanh
+from .networks import _default_dtype, _positive_int, AbstractGenerator
 
 
 def _stage_sizes(image_shape: tuple[int, int], num_upsamples: int) -> tuple[tuple[int, int], ...]:

@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._compare import fit_rate
-from ._dynamics import AbstractDiscreteDynamics
-from ._linalg import (
+from .._analysis.compare import fit_rate
+from .._dynamics.dynamics import AbstractDiscreteDynamics
+from .._generator.networks import TwoLayerDIP
+from .._linalg import (
     gram_matvec,
     lanczos_extremes,
     num_coordinates,
@@ -28,12 +29,11 @@ from ._linalg import (
     signal_map,
     state_from_coordinates,
 )
-from ._losses import AbstractLoss
-from ._networks import TwoLayerDIP
-from ._objective import Objective
-from ._problem import operator_times_columns
-from ._trajectory import Trajectory
-from ._typing import Array, ArrayLike, Bool, checked, Float, PRNGKeyArray, RealScalarLike
+from .._losses import AbstractLoss
+from .._objective import Objective
+from .._problem.problem import operator_times_columns
+from .._solve.trajectory import Trajectory
+from .._typing import Array, ArrayLike, Bool, checked, Float, PRNGKeyArray, RealScalarLike
 
 
 class TheoryConstants(eqx.Module):

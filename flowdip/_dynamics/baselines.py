@@ -7,10 +7,10 @@ import equinox as eqx
 import jax
 import optimistix as optx
 
-from ._dynamics import _as_step_size, _positive_scalar, AbstractDiscreteDynamics
-from ._losses import MSE
-from ._objective import Objective
-from ._typing import Array, Float, PyTree
+from .._losses import MSE
+from .._objective import Objective
+from .._typing import Array, Float, PyTree
+from .dynamics import _as_step_size, _positive_scalar, AbstractDiscreteDynamics
 
 
 def _value_fn(state, objective: Objective):

@@ -13,7 +13,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ._typing import Array, Float
+from .._typing import Array, Float
 
 
 @functools.cache

@@ -10,8 +10,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._objective import Objective
-from ._typing import Array, Float, is_concrete, PyTree
+from .._objective import Objective
+from .._typing import Array, Float, is_concrete, PyTree
 
 
 # -- stop rules ---------------------------------------------------------------------------------

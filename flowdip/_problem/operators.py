@@ -32,7 +32,7 @@ from lineax._operator import (
     tridiagonal,
 )
 
-from ._typing import Array, Bool, checked, Float, Int, PRNGKeyArray
+from .._typing import Array, Bool, checked, Float, Int, PRNGKeyArray
 
 
 def _image_shape(shape) -> tuple[int, int]:

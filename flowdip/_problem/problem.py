@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import lineax as lx
 
-from ._typing import Array, checked, Float, is_concrete, PRNGKeyArray
+from .._typing import Array, checked, Float, is_concrete, PRNGKeyArray
 
 
 def _as_operator(A) -> lx.AbstractLinearOperator:

@@ -7,11 +7,16 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ._dynamics import AbstractDiscreteDynamics, AbstractFlow, GradientDescent, GradientFlow
-from ._objective import Objective
-from ._solve import solve
-from ._trajectory import Trajectory
-from ._typing import Array, Bool, checked, Float
+from .._dynamics.dynamics import (
+    AbstractDiscreteDynamics,
+    AbstractFlow,
+    GradientDescent,
+    GradientFlow,
+)
+from .._objective import Objective
+from .._solve.solve import solve
+from .._solve.trajectory import Trajectory
+from .._typing import Array, Bool, checked, Float
 
 
 def fit_rate(

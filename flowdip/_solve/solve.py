@@ -9,10 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from ._dynamics import AbstractDiscreteDynamics, AbstractDynamics, AbstractFlow, AbstractStopRule
-from ._objective import Objective
-from ._trajectory import RESULTS, Trajectory
-from ._typing import Array, checked, Float, Int, is_concrete, PyTree
+from .._dynamics.dynamics import (
+    AbstractDiscreteDynamics,
+    AbstractDynamics,
+    AbstractFlow,
+    AbstractStopRule,
+)
+from .._objective import Objective
+from .._typing import Array, checked, Float, Int, is_concrete, PyTree
+from .trajectory import RESULTS, Trajectory
 
 
 class SolveError(RuntimeError):

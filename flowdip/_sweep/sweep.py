@@ -17,15 +17,15 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._activations import AbstractActivation, Sigmoid
-from ._dynamics import AbstractDiscreteDynamics, AbstractDynamics, AbstractFlow, LossBelow
-from ._losses import AbstractLoss, MSE
-from ._networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere, V_LAWS
-from ._objective import Objective
-from ._problem import InverseProblem
-from ._sharpness import sharpness
-from ._solve import _discrete_result, _discrete_run_to, _discrete_start, solve
-from ._trajectory import RESULTS
+from .._analysis.sharpness import sharpness
+from .._dynamics.dynamics import AbstractDiscreteDynamics, AbstractDynamics, AbstractFlow, LossBelow
+from .._generator.activations import AbstractActivation, Sigmoid
+from .._generator.networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere, V_LAWS
+from .._losses import AbstractLoss, MSE
+from .._objective import Objective
+from .._problem.problem import InverseProblem
+from .._solve.solve import _discrete_result, _discrete_run_to, _discrete_start, solve
+from .._solve.trajectory import RESULTS
 
 
 def _ints(name: str, values) -> tuple[int, ...]:

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jax.flatten_util import ravel_pytree
 
-from ._objective import Objective
-from ._trajectory import Trajectory
-from ._typing import Array, checked, Float, PyTree
+from .._objective import Objective
+from .._solve.trajectory import Trajectory
+from .._typing import Array, checked, Float, PyTree
 
 
 class Sharpness(eqx.Module):

@@ -4,8 +4,8 @@ import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
 
-from ._networks import AbstractGenerator
-from ._typing import Array, Bool, Float, Int, PyTree
+from .._generator.networks import AbstractGenerator
+from .._typing import Array, Bool, Float, Int, PyTree
 
 
 class RESULTS(dfx.RESULTS):  # pyright: ignore

@@ -17,9 +17,9 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from ._compare import Comparison, ConvergenceOrder  # noqa: E402
-from ._dynamics import AbstractDiscreteDynamics  # noqa: E402
-from ._trajectory import Trajectory  # noqa: E402
+from .._analysis.compare import Comparison, ConvergenceOrder  # noqa: E402
+from .._dynamics.dynamics import AbstractDiscreteDynamics  # noqa: E402
+from .._solve.trajectory import Trajectory  # noqa: E402
 
 
 def label_of(traj: Trajectory) -> str:

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from ._activations import AbstractActivation, Sigmoid, Tanh
-from ._typing import Array, checked, Float, PRNGKeyArray, PyTree
+from .._typing import Array, checked, Float, PRNGKeyArray, PyTree
+from .activations import AbstractActivation, Sigmoid, Tanh
 
 
 def _positive_int(name: str, value) -> int:

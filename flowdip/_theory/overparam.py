@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from ._networks import TwoLayerDIP
-from ._objective import Objective
-from ._problem import InverseProblem
-from ._sweep import _run_keys, Instance
-from ._theory import certify
+from .._generator.networks import TwoLayerDIP
+from .._objective import Objective
+from .._problem.problem import InverseProblem
+from .._sweep.sweep import _run_keys, Instance
+from .certificate import certify
 
 
 #: The variables of [`flowdip.certified_widths`][] and the curve label of each.

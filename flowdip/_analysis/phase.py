@@ -6,8 +6,8 @@ import equinox as eqx
 import numpy as np
 import optimistix as optx
 
-from ._dynamics import _check_tolerances, AbstractFlow
-from ._objective import Objective
+from .._dynamics.dynamics import _check_tolerances, AbstractFlow
+from .._objective import Objective
 
 
 class SweepGradientFlow(AbstractFlow):

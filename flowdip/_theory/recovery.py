@@ -6,13 +6,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._dynamics import AbstractDiscreteDynamics
-from ._linalg import num_coordinates, signal_map, state_from_coordinates
-from ._losses import AbstractLoss
-from ._objective import Objective
-from ._theory import Certificate, certify
-from ._trajectory import Trajectory
-from ._typing import Array, Bool, checked, Float, RealScalarLike
+from .._dynamics.dynamics import AbstractDiscreteDynamics
+from .._linalg import num_coordinates, signal_map, state_from_coordinates
+from .._losses import AbstractLoss
+from .._objective import Objective
+from .._solve.trajectory import Trajectory
+from .._typing import Array, Bool, checked, Float, RealScalarLike
+from .certificate import Certificate, certify
 
 
 class Recovery(eqx.Module):

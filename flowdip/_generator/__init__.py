@@ -1,0 +1,1 @@
+"""Private package; see flowdip/__init__.py for the public names."""

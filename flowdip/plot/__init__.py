@@ -1,0 +1,17 @@
+"""Matplotlib figures of results: data in, figures out.
+
+Plots are functions of results, never of live runs.
+"""
+
+from .plots import (
+    certificate as certificate,
+    fit_power_law as fit_power_law,
+    gap_over_time as gap_over_time,
+    gap_vs_step_size as gap_vs_step_size,
+    label_of as label_of,
+    loss_curves as loss_curves,
+    phase_diagram as phase_diagram,
+    recovery as recovery,
+    trajectories as trajectories,
+    transition_widths as transition_widths,
+)
