@@ -10,10 +10,7 @@ from ._analysis.compare import (
     fit_rate as fit_rate,
     loglog_slope as loglog_slope,
 )
-from ._analysis.phase import (
-    disagreement as disagreement,
-    SweepGradientFlow as SweepGradientFlow,
-)
+from ._analysis.phase import disagreement as disagreement
 from ._analysis.sharpness import (
     gauss_newton_sharpness as gauss_newton_sharpness,
     hessian_vector_product as hessian_vector_product,
@@ -23,8 +20,7 @@ from ._analysis.sharpness import (
     sharpness_along as sharpness_along,
     state_from_coordinates as state_from_coordinates,
 )
-from ._dynamics.baselines import OptimistixBaseline as OptimistixBaseline
-from ._dynamics.dynamics import (
+from ._dynamics import (
     AbstractDiscreteDynamics as AbstractDiscreteDynamics,
     AbstractDynamics as AbstractDynamics,
     AbstractFlow as AbstractFlow,
@@ -35,6 +31,7 @@ from ._dynamics.dynamics import (
     InertialFlow as InertialFlow,
     LossBelow as LossBelow,
     ModifiedFlow as ModifiedFlow,
+    OptimistixBaseline as OptimistixBaseline,
 )
 from ._generator.activations import (
     AbstractActivation as AbstractActivation,
@@ -74,8 +71,12 @@ from ._problem.operators import (
     relative_noise_std as relative_noise_std,
 )
 from ._problem.problem import InverseProblem as InverseProblem
-from ._solve.solve import solve as solve, SolveError as SolveError
-from ._solve.trajectory import RESULTS as RESULTS, Trajectory as Trajectory
+from ._solve import (
+    RESULTS as RESULTS,
+    solve as solve,
+    SolveError as SolveError,
+    Trajectory as Trajectory,
+)
 from ._sweep.sweep import (
     Grid as Grid,
     Instance as Instance,

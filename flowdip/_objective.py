@@ -121,14 +121,15 @@ class Objective(eqx.Module):
             return V @ g.activation(state) * c
         return eqx.combine(state, self.frozen)()
 
-    def _measure(self, state: PyTree) -> Float[Array, " m"]:
+    def measure(self, state: PyTree) -> Float[Array, " m"]:
+        """The measurements `A g(u, θ)` (`B φ(z)` on the reduced path)."""
         if self.reduced:
             return self.B @ self.generator.activation(state)
         return self.problem.forward(self.signal(state))
 
     def value(self, state: PyTree) -> Float[Array, ""]:
         """`F(θ) = ℓ_y(A g(u, θ))`."""
-        return self.loss(self._measure(state), self.problem.y)
+        return self.loss(self.measure(state), self.problem.y)
 
     def value_and_gradient(self, state: PyTree) -> tuple[Float[Array, ""], PyTree]:
         """`F(θ)` and `∇F(θ)` in one pass.
@@ -144,7 +145,7 @@ class Objective(eqx.Module):
             v = self.B @ phi
             grad = self.u_norm2 * dphi * (self.B.T @ self.loss.gradient(v, y))
             return self.loss(v, y), grad
-        v, pullback = jax.vjp(self._measure, state)
+        v, pullback = jax.vjp(self.measure, state)
         (grad,) = pullback(self.loss.gradient(v, y))
         return self.loss(v, y), grad
 

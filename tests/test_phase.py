@@ -10,13 +10,13 @@ from jax.flatten_util import ravel_pytree
 
 import flowdip as fd
 import flowdip._sweep.sweep as sweep_module
-from flowdip._analysis.phase import disagreement, SweepGradientFlow
+from flowdip import disagreement
 
 
 # k = 5 and 12 share one bucket (padded to 12), so the flow cells below are padded runs.
 GRID = fd.Grid(n=[6], m=[4], k=[5, 12], seeds=3, d=3)
 INSTANCE = fd.Instance()
-FLOW = SweepGradientFlow(rtol=1e-8, atol=1e-10, max_steps=4000)
+FLOW = fd.GradientFlow.for_sweeps(rtol=1e-8, atol=1e-10, max_steps=4000)
 T1 = 200.0
 STOP = fd.LossBelow(1e-7)
 ETA = 0.2
@@ -143,9 +143,11 @@ def test_diagnostics_off_leave_the_sweep_unchanged():
 
 def test_sweep_flow_checks_its_arguments():
     with pytest.raises(ValueError, match="rtol"):
-        SweepGradientFlow(rtol=-1.0)
+        fd.GradientFlow.for_sweeps(rtol=-1.0)
     with pytest.raises(ValueError, match="max_steps"):
-        SweepGradientFlow(max_steps=0)
+        fd.GradientFlow.for_sweeps(max_steps=0)
+    with pytest.raises(ValueError, match="norm"):
+        fd.GradientFlow(norm="l1")
 
 
 def test_phase_options_use_the_p1_reproductions_grids_and_check_values(tmp_path):

@@ -7,15 +7,15 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from .._dynamics.dynamics import (
+from .._dynamics import (
     AbstractDiscreteDynamics,
+    AbstractDynamics,
     AbstractFlow,
     GradientDescent,
     GradientFlow,
 )
 from .._objective import Objective
-from .._solve.solve import solve
-from .._solve.trajectory import Trajectory
+from .._solve import solve, Trajectory
 from .._typing import Array, Bool, checked, Float
 
 
@@ -73,24 +73,6 @@ class Comparison(eqx.Module):
     descent: Trajectory
 
 
-def _select(traj: Trajectory, idx) -> Trajectory:
-    per_save = (
-        "ts",
-        "steps",
-        "valid",
-        "loss",
-        "recovery_error",
-        "displacement",
-        "params",
-        "signal",
-    )
-    return eqx.tree_at(
-        lambda t: [getattr(t, f) for f in per_save if getattr(t, f) is not None],
-        traj,
-        [getattr(traj, f)[idx] for f in per_save if getattr(traj, f) is not None],
-    )
-
-
 @checked
 def compare(flow: Trajectory, descent: Trajectory, *, rtol: float = 1e-9) -> Comparison:
     """Aligns a flow and a descent trajectory of the same objective at the descent's times.
@@ -110,7 +92,7 @@ def compare(flow: Trajectory, descent: Trajectory, *, rtol: float = 1e-9) -> Com
             f"{int(np.sum(~matched))} of the descent's {gd_ts.size} save times are not among "
             "the flow's save times; solve the flow with ts=descent.ts (or a superset)."
         )
-    flow = _select(flow, jnp.asarray(idx))
+    flow = flow.at_saves(jnp.asarray(idx))
     if flow.params is None or descent.params is None:
         raise ValueError("compare needs parameters at the save times: solve with save_params=True.")
     if flow.params.shape != descent.params.shape:
@@ -121,7 +103,8 @@ def compare(flow: Trajectory, descent: Trajectory, *, rtol: float = 1e-9) -> Com
     valid = flow.valid & descent.valid
     nan = jnp.full((), jnp.nan, flow.loss.dtype)
     gap = jnp.linalg.norm(descent.params - flow.params, axis=-1)
-    eta = getattr(descent.dynamics, "step_size", nan)
+    eta = descent.dynamics.step_size
+    eta = nan if eta is None else eta
     return Comparison(
         ts=descent.ts,
         valid=valid,
@@ -167,21 +150,6 @@ def loglog_slope(
     return coef[0], coef[1]
 
 
-def _with_step_size(dynamics, eta: float):
-    """`dynamics` with its `step_size` set to `η` (a flow that depends on the step, such as
-    `ModifiedFlow`, or a discrete dynamics); other flows unchanged."""
-    if not hasattr(dynamics, "step_size"):
-        return dynamics
-    old = dynamics.step_size
-    return eqx.tree_at(lambda d: d.step_size, dynamics, jnp.asarray(eta, old.dtype))
-
-
-def _flow_label(flow) -> str:
-    return {"GradientFlow": "gradient flow", "ModifiedFlow": "modified flow"}.get(
-        type(flow).__name__, type(flow).__name__
-    )
-
-
 @checked
 def convergence_order(
     objective: Objective,
@@ -219,7 +187,7 @@ def convergence_order(
             raise ValueError(f"step sizes must be > 0; got {eta}.")
         if abs(t / eta - round(t / eta)) > 1e-9 * t / eta:
             raise ValueError(f"t={t} is not a whole number of steps of size {eta}.")
-    single = dynamics is None or isinstance(dynamics, AbstractFlow)
+    single = dynamics is None or isinstance(dynamics, AbstractDynamics)
     if dynamics is None:
         if objective.dtype == jnp.float64:
             dynamics = GradientFlow.reference()
@@ -231,18 +199,18 @@ def convergence_order(
     descent = GradientDescent(1.0) if descent is None else descent
     finals = []
     for eta in etas:
-        gd = solve(objective, _with_step_size(descent, eta), num_steps=round(t / eta), ts=[t])
+        gd = solve(objective, descent.with_step_size(eta), num_steps=round(t / eta), ts=[t])
         finals.append(gd.params[-1])
     etas_arr = jnp.asarray(etas, objective.dtype)
     orders = []
     for flow in flows:
         gaps, losses = [], []
         # A flow that does not depend on the step is solved once.
-        per_step = hasattr(flow, "step_size")
+        per_step = flow.step_size is not None
         sol = None if per_step else solve(objective, flow, t1=t, ts=[t])
         for eta, final in zip(etas, finals):
             if per_step:
-                sol = solve(objective, _with_step_size(flow, eta), t1=t, ts=[t])
+                sol = solve(objective, flow.with_step_size(eta), t1=t, ts=[t])
             gaps.append(jnp.linalg.norm(final - sol.params[-1]))
             losses.append(sol.loss[-1])
         gaps_arr = jnp.stack(gaps)
@@ -255,7 +223,7 @@ def convergence_order(
                 slope=slope,
                 intercept=intercept,
                 flow_loss=losses[-1],
-                label=_flow_label(flow),
+                label=flow.label(),
             )
         )
     return orders[0] if single else tuple(orders)

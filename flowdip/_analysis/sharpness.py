@@ -8,7 +8,7 @@ import jax.random as jr
 from jax.flatten_util import ravel_pytree
 
 from .._objective import Objective
-from .._solve.trajectory import Trajectory
+from .._solve import Trajectory
 from .._typing import Array, checked, Float, PyTree
 
 
@@ -152,8 +152,8 @@ def gauss_newton_sharpness(objective: Objective, state: PyTree) -> Float[Array, 
         scale = objective.u_norm2
     else:
         flat, unravel = ravel_pytree(state)
-        v = objective._measure(state)
-        J = jax.jacfwd(lambda f: objective._measure(unravel(f)))(flat)
+        v = objective.measure(state)
+        J = jax.jacfwd(lambda f: objective.measure(unravel(f)))(flat)
         scale = jnp.ones((), v.dtype)
     H = jax.hessian(lambda w: objective.loss(w, y))(v)
     lam, Q = jnp.linalg.eigh(H)
@@ -222,7 +222,7 @@ def _along(objective, params, valid, num_iters, gauss_newton):
 def normalised_sharpness(objective: Objective, trajectory: Trajectory) -> Float[Array, " T"]:
     """`η · λ_max(∇²F)` along a discrete run with step size `η`: above 2, a descent step is
     unstable along the top eigenvector of the local quadratic model (the edge of stability)."""
-    eta = getattr(trajectory.dynamics, "step_size", None)
+    eta = trajectory.dynamics.step_size
     if eta is None:
         raise ValueError("normalised_sharpness needs a discrete run (a dynamics with step_size).")
     return eta.astype(trajectory.loss.dtype) * sharpness_along(objective, trajectory)

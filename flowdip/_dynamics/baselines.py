@@ -10,7 +10,7 @@ import optimistix as optx
 from .._losses import MSE
 from .._objective import Objective
 from .._typing import Array, Float, PyTree
-from .dynamics import _as_step_size, _positive_scalar, AbstractDiscreteDynamics
+from .base import AbstractDiscreteDynamics, as_step_size, check_positive_scalar
 
 
 def _value_fn(state, objective: Objective):
@@ -20,7 +20,7 @@ def _value_fn(state, objective: Objective):
 def _residual_fn(state, objective: Objective):
     # `½‖r‖²` with `r = A g(u, θ) − y` is the MSE objective; Optimistix's least-squares
     # solvers minimise `Σ r²`, which has the same steps.
-    return objective._measure(state) - objective.problem.y, None
+    return objective.measure(state) - objective.problem.y, None
 
 
 _TAGS = frozenset()
@@ -53,6 +53,7 @@ class OptimistixBaseline(AbstractDiscreteDynamics):
     # A solver iteration (a linear solve, a line search) costs far more than the loop around
     # it, and each traced copy of it costs compile time.
     unroll: ClassVar[int] = 1
+    short_name: ClassVar[str] = "Optimistix"
     solver: optx.AbstractMinimiser | optx.AbstractLeastSquaresSolver
     step_size: Float[Array, ""]
 
@@ -63,10 +64,10 @@ class OptimistixBaseline(AbstractDiscreteDynamics):
                 f"{type(solver).__name__}."
             )
         self.solver = solver
-        self.step_size = _as_step_size(step_size)
+        self.step_size = as_step_size(step_size)
 
     def __check_init__(self):
-        _positive_scalar("step_size", self.step_size)
+        check_positive_scalar("step_size", self.step_size)
 
     @classmethod
     def gauss_newton(cls, *, rtol: float = 1e-10, atol: float = 1e-12) -> "OptimistixBaseline":
@@ -84,6 +85,10 @@ class OptimistixBaseline(AbstractDiscreteDynamics):
     def bfgs(cls, *, rtol: float = 1e-10, atol: float = 1e-12) -> "OptimistixBaseline":
         """BFGS with a backtracking line search (`optimistix.BFGS`), any loss."""
         return cls(optx.BFGS(rtol=rtol, atol=atol))
+
+    def label(self) -> str:
+        """`<solver name> η=<step size>`."""
+        return super().label().replace(self.short_name, self.name, 1)
 
     @property
     def name(self) -> str:

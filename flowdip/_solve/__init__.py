@@ -1,1 +1,21 @@
-"""Private package; see flowdip/__init__.py for the public names."""
+"""Solving: the typed result (`Trajectory`, `RESULTS`), the traced loops that jit/vmap/segment
+callers use, and `solve` (validation, then the traced loop)."""
+
+from .loop import (
+    descent_result as descent_result,
+    descent_run_to as descent_run_to,
+    descent_start as descent_start,
+    DescentStart as DescentStart,
+    DescentState as DescentState,
+    DIVERGE_FACTOR as DIVERGE_FACTOR,
+    solve_descent as solve_descent,
+    solve_flow as solve_flow,
+)
+from .solve import (
+    can_segment as can_segment,
+    horizon_of as horizon_of,
+    solve as solve,
+    solve_to as solve_to,
+    SolveError as SolveError,
+)
+from .trajectory import RESULTS as RESULTS, Trajectory as Trajectory

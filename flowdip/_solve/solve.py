@@ -2,21 +2,19 @@
 
 import math
 
-import diffrax as dfx
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 
-from .._dynamics.dynamics import (
+from .._dynamics import (
     AbstractDiscreteDynamics,
     AbstractDynamics,
     AbstractFlow,
     AbstractStopRule,
 )
 from .._objective import Objective
-from .._typing import Array, checked, Float, Int, is_concrete, PyTree
+from .._typing import Array, checked, Float, is_concrete
+from .loop import DIVERGE_FACTOR, solve_descent, solve_flow
 from .trajectory import RESULTS, Trajectory
 
 
@@ -26,260 +24,6 @@ class SolveError(RuntimeError):
     def __init__(self, message: str, trajectory: Trajectory):
         super().__init__(message)
         self.trajectory = trajectory
-
-
-#: A descent step "raises the loss" when `F(θ_{τ+1}) > (1 + _RISE_RTOL) F(θ_τ)`: the margin keeps
-#: round-off on a plateau (where the true decrease is below float64 resolution) from counting.
-_RISE_RTOL = 1e-9
-
-
-def _nan_where(valid: Array, x: Array) -> Array:
-    mask = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
-    return jnp.where(mask, x, jnp.full((), jnp.nan, x.dtype))
-
-
-def _stats(objective: Objective, theta: PyTree, save_params: bool, save_signal: bool):
-    x = objective.signal(theta)
-    if objective.problem.x_true is None:
-        rec = jnp.full((), jnp.nan, x.dtype)
-    else:
-        rec = jnp.linalg.norm(x - objective.problem.x_true)
-    coords = objective.coordinates(theta)
-    return (
-        rec,
-        jnp.linalg.norm(coords),
-        coords if save_params else None,
-        x if save_signal else None,
-    )
-
-
-def _discrete_start(objective, dynamics, tau0, diverge_factor):
-    """The stepping loop's initial carry `(τ, state, done, last loss, rose)`, `F(θ₀)` and the
-    divergence threshold."""
-    theta0 = objective.initial_state()
-    state0 = dynamics.initial_state(objective, theta0)
-    loss0 = objective.value(theta0)
-    threshold = diverge_factor * jnp.maximum(loss0, 1)
-    carry = (jnp.zeros_like(tau0), state0, jnp.array(False), loss0, jnp.array(False))
-    return carry, loss0, threshold
-
-
-def _discrete_flags(loss, tau, threshold, horizon, stop):
-    nonfinite = jnp.isnan(loss)
-    diverged = ~nonfinite & (loss > threshold)
-    converged = stop.met(loss) if stop is not None else jnp.array(False)
-    return nonfinite, diverged, converged, tau >= horizon
-
-
-def _discrete_run_to(objective, dynamics, stop, threshold, horizon, unroll, target, carry):
-    """Steps the carry until it stops or reaches step `target`.
-
-    Each step is masked on its own, so running to `a` and then to `b` is step for step the
-    same as running to `b` (what lets a batched sweep stop, compact and resume its runs).
-    """
-
-    def cond(c):
-        tau, _, done, _, _ = c
-        return ~done & (tau < target)
-
-    def substep(c):
-        tau, state, done, last, rose = c
-        active = ~done & (tau < target)
-        loss, new_state = dynamics.step(objective, state)
-        # `loss` is F(θ_τ) and `last` F(θ_{τ−1}) (F(θ₀) itself on the first step).
-        rose = rose | (active & (loss > (1 + _RISE_RTOL) * last))
-        nonfinite, diverged, converged, at_horizon = _discrete_flags(
-            loss, tau, threshold, horizon, stop
-        )
-        stop_now = active & (nonfinite | diverged | converged | at_horizon)
-        advance = active & ~stop_now
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(advance, a, b), new_state, state)
-        tau = tau + advance.astype(tau.dtype)
-        return tau, state, done | stop_now, jnp.where(active, loss, last), rose
-
-    def body(c):
-        # A few masked steps per iteration amortise the loop's own cost, which dominates
-        # the O(mk) reduced step (a dynamics whose step is costly asks for fewer; callers
-        # may override it).
-        for _ in range(dynamics.unroll if unroll is None else unroll):
-            c = substep(c)
-        return c
-
-    return jax.lax.while_loop(cond, body, carry)
-
-
-def _discrete_result(loss, tau, threshold, horizon, stop):
-    """The result code of a stopped run, read off the loss it stopped at (same precedence as
-    the checks: NaN, divergence, the stop rule, the horizon)."""
-    nonfinite, diverged, converged, at_horizon = _discrete_flags(
-        loss, tau, threshold, horizon, stop
-    )
-    end_code = RESULTS.max_steps_reached if stop is not None else RESULTS.successful
-    code = RESULTS.where(at_horizon, end_code, RESULTS.successful)
-    code = RESULTS.where(converged, RESULTS.converged, code)
-    code = RESULTS.where(diverged, RESULTS.diverged, code)
-    return RESULTS.where(nonfinite, RESULTS.non_finite, code)
-
-
-@eqx.filter_jit
-def _solve_discrete(
-    objective: Objective,
-    dynamics: AbstractDiscreteDynamics,
-    save_steps: Int[Array, " T"],
-    horizon: Int[Array, ""],
-    stop: AbstractStopRule | None,
-    diverge_factor: float,
-    save_params: bool,
-    save_signal: bool,
-    unroll: int | None = None,
-) -> Trajectory:
-    dtype = objective.dtype
-    T = save_steps.shape[0]
-    carry, loss0, threshold = _discrete_start(objective, dynamics, save_steps[0], diverge_factor)
-    theta0 = objective.initial_state()
-    nan = jnp.full((), jnp.nan, dtype)
-    shapes = jax.eval_shape(lambda: _stats(objective, theta0, save_params, save_signal))
-    buffers = (jnp.full((T,), nan),) + jax.tree_util.tree_map(
-        lambda s: jnp.full((T,) + s.shape, nan), shapes
-    )
-
-    # The hot loop only steps and checks the stop rules; saves happen between segments, so
-    # that no per-step branch (a select under vmap) evaluates the save statistics.
-    def run_to(target, carry):
-        return _discrete_run_to(
-            objective, dynamics, stop, threshold, horizon, unroll, target, carry
-        )
-
-    def segment(i, c):
-        carry, bufs = c
-        carry = run_to(save_steps[i], carry)
-        tau, state, done, _, _ = carry
-        save_now = ~done & (tau == save_steps[i])
-
-        def write(b):
-            theta = dynamics.parameters(state)
-            row = (objective.value(theta),) + _stats(objective, theta, save_params, save_signal)
-            return jax.tree_util.tree_map(lambda buf, v: buf.at[i].set(v), b, row)
-
-        return carry, jax.lax.cond(save_now, write, lambda b: b, bufs)
-
-    carry, bufs = jax.lax.fori_loop(0, T, segment, (carry, buffers))
-    tau, state, _, loss, rose = run_to(horizon + 1, carry)
-    code = _discrete_result(loss, tau, threshold, horizon, stop)
-    theta = dynamics.parameters(state)
-    loss_s, rec, disp, params, signal = bufs
-    valid = save_steps <= tau
-    eta = dynamics.step_size.astype(dtype)
-    return Trajectory(
-        ts=save_steps.astype(dtype) * eta,
-        steps=save_steps,
-        valid=valid,
-        loss=loss_s,
-        recovery_error=rec,
-        displacement=disp,
-        params=params,
-        signal=signal,
-        final_state=state,
-        final_generator=objective.lift(theta),
-        final_signal=objective.signal(theta),
-        final_loss=loss,
-        initial_loss=loss0,
-        stop_time=tau.astype(dtype) * eta,
-        horizon=horizon.astype(dtype) * eta,
-        num_steps=tau,
-        result=code,
-        dynamics=dynamics,
-        loss_rose=rose,
-    )
-
-
-@eqx.filter_jit
-def _solve_flow(
-    objective: Objective,
-    dynamics: AbstractFlow,
-    ts: Float[Array, " T"],
-    t1: Float[Array, ""],
-    stop: AbstractStopRule | None,
-    save_params: bool,
-    save_signal: bool,
-) -> Trajectory:
-    dtype = objective.dtype
-    theta0 = objective.initial_state()
-    y0 = dynamics.initial_state(objective, theta0)
-    loss0 = objective.value(theta0)
-
-    def save_fn(t, y, args):
-        theta = dynamics.parameters(y)
-        return (objective.value(theta),) + _stats(objective, theta, save_params, save_signal)
-
-    saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts, fn=save_fn), dfx.SubSaveAt(t1=True)])
-    event = None
-    if stop is not None:
-
-        def cond_fn(t, y, args, **kwargs):
-            return stop.residual(objective.value(dynamics.parameters(y)))
-
-        # Bisection on the step that crossed: always bracketed, unlike Newton, which can stall
-        # on the dense interpolant of a long step.
-        tol = 1e3 * float(jnp.finfo(dtype).eps)
-        # `flip=True` (the residual falls across the step) rather than detected: under vmap,
-        # Diffrax root-finds every run once one run's event fires, and a run without an event
-        # gets the residual `t_end − t`, which is zero at the upper end; detection then fails
-        # with "The root is not contained in [lower, upper]" and kills the whole batch.
-        bisection = optx.Bisection(rtol=tol, atol=tol, flip=True)
-        event = dfx.Event(cond_fn, root_finder=bisection)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(dynamics.vector_field(objective)),
-        dynamics.solver,
-        t0=jnp.zeros((), dtype),
-        t1=t1,
-        dt0=None,
-        y0=y0,
-        saveat=saveat,
-        stepsize_controller=dynamics.controller(),
-        max_steps=dynamics.max_steps,
-        event=event,
-        throw=False,
-    )
-    saved_ts, final_ts = sol.ts
-    saved, final_y = sol.ys
-    stop_time = final_ts[-1]
-    y_end = jax.tree_util.tree_map(lambda a: a[-1], final_y)
-    theta = dynamics.parameters(y_end)
-    final_loss = objective.value(theta)
-    valid = jnp.isfinite(saved_ts) & (ts <= stop_time)
-    saved = jax.tree_util.tree_map(lambda a: _nan_where(valid, a), saved)
-    loss_s, rec, disp, params, signal = saved
-
-    finished = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
-    code = RESULTS.promote(sol.result)
-    if stop is not None:
-        met = stop.met(final_loss) | jnp.any(jnp.asarray(sol.event_mask))
-        done_code = RESULTS.where(met, RESULTS.converged, RESULTS.max_steps_reached)
-    else:
-        done_code = RESULTS.successful
-    code = RESULTS.where(finished, done_code, code)
-    code = RESULTS.where(jnp.isnan(final_loss), RESULTS.non_finite, code)
-    return Trajectory(
-        ts=ts,
-        steps=jnp.full(ts.shape, -1, jnp.int32),
-        valid=valid,
-        loss=loss_s,
-        recovery_error=rec,
-        displacement=disp,
-        params=params,
-        signal=signal,
-        final_state=y_end,
-        final_generator=objective.lift(theta),
-        final_signal=objective.signal(theta),
-        final_loss=final_loss,
-        initial_loss=loss0,
-        stop_time=stop_time,
-        horizon=t1,
-        num_steps=jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
-        result=code,
-        dynamics=dynamics,
-    )
 
 
 def _nonneg_int(name, value):
@@ -307,7 +51,7 @@ def _describe_failure(traj: Trajectory, stop) -> str | None:
         return None
     if bool(r == RESULTS.max_steps_reached) and stop is not None:
         return None
-    kind = "gradient descent" if isinstance(traj.dynamics, AbstractDiscreteDynamics) else "flow"
+    kind = traj.dynamics.label()
     where = f"at step {int(traj.num_steps)} (t = {float(traj.stop_time):.6g})"
     if bool(r == RESULTS.diverged):
         return (
@@ -331,7 +75,7 @@ def solve(
     stop: AbstractStopRule | None = None,
     save_params: bool = True,
     save_signal: bool = False,
-    diverge_factor: float = 1e6,
+    diverge_factor: float = DIVERGE_FACTOR,
     throw: bool = True,
 ) -> Trajectory:
     """Runs `dynamics` on `objective` from the generator's parameters `θ₀`.
@@ -392,36 +136,36 @@ def solve(
                     f"Two save times in ts round to the same step for step size {eta}; "
                     "space them at least one step apart."
                 )
-        traj = _solve_discrete(
+        traj = solve_descent(
             objective,
             dynamics,
-            jnp.asarray(steps, jnp.int32),
-            jnp.asarray(horizon, jnp.int32),
-            stop,
-            float(diverge_factor),
-            save_params,
-            save_signal,
+            save_steps=jnp.asarray(steps, jnp.int32),
+            horizon=jnp.asarray(horizon, jnp.int32),
+            stop=stop,
+            diverge_factor=float(diverge_factor),
+            save_params=save_params,
+            save_signal=save_signal,
         )
     elif isinstance(dynamics, AbstractFlow):
         if num_steps is not None:
             raise ValueError("Flows are run to a time: pass t1=… instead of num_steps.")
         if t1 is None:
             raise ValueError("A flow needs a time horizon: pass t1=….")
-        if getattr(dynamics, "needs_float64", False) and objective.dtype != jnp.float64:
+        if dynamics.needs_float64 and objective.dtype != jnp.float64:
             raise ValueError(
                 f"This flow's tolerances (rtol={dynamics.rtol}) need float64, but the objective "
                 f"is {objective.dtype}. Call jax.config.update('jax_enable_x64', True) before "
                 "creating arrays, or loosen the tolerances."
             )
         times = np.linspace(0.0, t1, num_saves) if ts is None else _check_times(ts, t1)
-        traj = _solve_flow(
+        traj = solve_flow(
             objective,
             dynamics,
-            jnp.asarray(times, objective.dtype),
-            jnp.asarray(t1, objective.dtype),
-            stop,
-            save_params,
-            save_signal,
+            ts=jnp.asarray(times, objective.dtype),
+            t1=jnp.asarray(t1, objective.dtype),
+            stop=stop,
+            save_params=save_params,
+            save_signal=save_signal,
         )
     else:
         raise TypeError(f"Unknown dynamics {type(dynamics).__name__}.")
@@ -441,3 +185,39 @@ def solve(
                 "A run failed; use throw=False in batched runs and read Trajectory.result.",
             )
     return traj
+
+
+def horizon_of(
+    dynamics: AbstractDynamics, *, num_steps: int | None = None, t1: float | None = None
+) -> int | float:
+    """The horizon of a batched run: a step count for a discrete dynamics (from `num_steps`),
+    a time for a flow (from `t1`), as `solve_to` takes it."""
+    if isinstance(dynamics, AbstractDiscreteDynamics):
+        if num_steps is None:
+            raise ValueError("A discrete dynamics needs num_steps=….")
+        return _nonneg_int("num_steps", num_steps)
+    if isinstance(dynamics, AbstractFlow):
+        if t1 is None:
+            raise ValueError("A flow needs t1=….")
+        if not (math.isfinite(t1) and t1 >= 0):
+            raise ValueError(f"t1 must be a finite time >= 0; got t1={t1}.")
+        return float(t1)
+    raise TypeError(f"Unknown dynamics {type(dynamics).__name__}.")
+
+
+def solve_to(
+    objective: Objective, dynamics: AbstractDynamics, horizon: int | float, **kwargs
+) -> Trajectory:
+    """[`flowdip.solve`][] to a horizon as `horizon_of` gives it (steps for a
+    discrete dynamics, time for a flow), for callers that batch any kind of dynamics (the
+    step size may then be traced)."""
+    if isinstance(dynamics, AbstractDiscreteDynamics):
+        return solve(objective, dynamics, num_steps=horizon, **kwargs)
+    return solve(objective, dynamics, t1=horizon, **kwargs)
+
+
+def can_segment(dynamics: AbstractDynamics) -> bool:
+    """Whether a batched caller can run `dynamics` in segments with
+    `descent_start`, `descent_run_to` and `descent_result` (discrete
+    dynamics today; a flow is one Diffrax solve)."""
+    return isinstance(dynamics, AbstractDiscreteDynamics)

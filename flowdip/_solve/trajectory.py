@@ -92,6 +92,25 @@ class Trajectory(eqx.Module):
         idx = jnp.maximum(jnp.sum(self.valid) - 1, 0)
         return self.recovery_error[idx]
 
+    def at_saves(self, idx: Int[Array, " S"]) -> "Trajectory":
+        """The same run with only the saves `idx` (e.g. the flow at a descent's save times)."""
+        per_save = (
+            "ts",
+            "steps",
+            "valid",
+            "loss",
+            "recovery_error",
+            "displacement",
+            "params",
+            "signal",
+        )
+        present = [f for f in per_save if getattr(self, f) is not None]
+        return eqx.tree_at(
+            lambda t: [getattr(t, f) for f in present],
+            self,
+            [getattr(self, f)[idx] for f in present],
+        )
+
     @property
     def message(self) -> str:
         """The human-readable meaning of `result` (single, unbatched runs only)."""

@@ -18,14 +18,22 @@ import jax.random as jr
 import numpy as np
 
 from .._analysis.sharpness import sharpness
-from .._dynamics.dynamics import AbstractDiscreteDynamics, AbstractDynamics, AbstractFlow, LossBelow
+from .._dynamics import AbstractDynamics, LossBelow
 from .._generator.activations import AbstractActivation, Sigmoid
 from .._generator.networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere, V_LAWS
 from .._losses import AbstractLoss, MSE
 from .._objective import Objective
 from .._problem.problem import InverseProblem
-from .._solve.solve import _discrete_result, _discrete_run_to, _discrete_start, solve
-from .._solve.trajectory import RESULTS
+from .._solve import (
+    can_segment,
+    descent_result,
+    descent_run_to,
+    descent_start,
+    DescentState,
+    horizon_of,
+    RESULTS,
+    solve_to,
+)
 
 
 def _ints(name: str, values) -> tuple[int, ...]:
@@ -168,7 +176,7 @@ def _keys_from(base, nms):
     return jax.vmap(one)(nms)
 
 
-def _run_keys(seed: int, nms: np.ndarray):
+def run_keys(seed: int, nms: np.ndarray):
     """`run_key(seed, n, m, s)` for every row `(n, m, s)`, in one compiled call."""
     return _keys_from(jr.key(seed), jnp.asarray(nms))
 
@@ -200,11 +208,8 @@ def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnos
         obj = instance.objective(
             key, n=n_pad, m=m_pad, k=k_pad, d=d, n_true=n_true, m_true=m_true, k_true=k_true
         )
-        kwargs = dict(t1=horizon) if isinstance(dynamics, AbstractFlow) else {}
-        if isinstance(dynamics, AbstractDiscreteDynamics):
-            kwargs = dict(num_steps=horizon)
-        traj = solve(
-            obj, dynamics, stop=stop, num_saves=1, save_params=False, throw=False, **kwargs
+        traj = solve_to(
+            obj, dynamics, horizon, stop=stop, num_saves=1, save_params=False, throw=False
         )
         x_true = obj.problem.x_true
         out = dict(
@@ -281,12 +286,11 @@ def _run_chunk(
 # segments end; only the round-off of batched products may differ between batch sizes.
 _COMPACT_RATIO = 4
 _SEGMENTS = 32  # host round trips per run at most (each costs a dispatch and a sync)
-_DIVERGE_FACTOR = 1e6  # as solve()'s default
 
 
 class _Lanes(eqx.Module):
     objective: Objective
-    carry: tuple
+    carry: DescentState
     loss0: jax.Array
     threshold: jax.Array
     sigma0: jax.Array
@@ -299,18 +303,23 @@ def _start_lanes(instance, dynamics, n_pad, m_pad, k_pad, d, keys, sizes, diagno
         obj = instance.objective(
             key, n=n_pad, m=m_pad, k=k_pad, d=d, n_true=n_true, m_true=m_true, k_true=k_true
         )
-        tau0 = jnp.zeros((), jnp.int32)
-        carry, loss0, threshold = _discrete_start(obj, dynamics, tau0, _DIVERGE_FACTOR)
+        start = descent_start(obj, dynamics)
         sharp = sharpness(obj, obj.initial_state()).value if diagnostics else None
-        return _Lanes(obj, carry, loss0, threshold, _sigma0(obj.generator, n_true), sharp)
+        sigma0 = _sigma0(obj.generator, n_true)
+        return _Lanes(obj, start.state, start.initial_loss, start.threshold, sigma0, sharp)
 
     return eqx.filter_vmap(one)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
 
 
 def _lane_outputs(lane, dynamics, stop, horizon) -> dict:
     obj = lane.objective
-    tau, state, _, loss, rose = lane.carry
-    code = _discrete_result(loss, tau, lane.threshold, horizon, stop)
+    tau, state, loss, rose = (
+        lane.carry.step,
+        lane.carry.state,
+        lane.carry.last_loss,
+        lane.carry.loss_rose,
+    )
+    code = descent_result(lane.carry, threshold=lane.threshold, horizon=horizon, stop=stop)
     x = obj.signal(dynamics.parameters(state))
     out = dict(
         final_loss=loss,
@@ -333,9 +342,15 @@ def _advance_lanes(lanes, dynamics, stop, horizon, segment):
     # Also returns every lane's outputs as they stand (an O(nk) read-out against a segment's
     # O(segment·mk) steps), so that no second program per batch size is compiled to read out.
     def one(lane):
-        target = jnp.minimum(lane.carry[0] + segment, horizon + 1)
-        carry = _discrete_run_to(
-            lane.objective, dynamics, stop, lane.threshold, horizon, None, target, lane.carry
+        target = jnp.minimum(lane.carry.step + segment, horizon + 1)
+        carry = descent_run_to(
+            lane.objective,
+            dynamics,
+            lane.carry,
+            target,
+            stop=stop,
+            threshold=lane.threshold,
+            horizon=horizon,
         )
         lane = eqx.tree_at(lambda x: x.carry, lane, carry)
         return lane, _lane_outputs(lane, dynamics, stop, horizon)
@@ -350,7 +365,7 @@ def _gather_lanes(lanes, idx):
 
 def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics):
     runs = list(chunk.runs)
-    keys = _run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in runs], np.int32))
+    keys = run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in runs], np.int32))
     sizes = jnp.asarray([(n, m, k) for n, m, k, _ in runs], jnp.int32)
     pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
     lanes = _start_lanes(instance, dynamics, *pads, keys, sizes, diagnostics)
@@ -368,7 +383,7 @@ def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, dia
 
     while True:
         lanes, outputs = _advance_lanes(lanes, dynamics, stop, horizon_, segment)
-        done = np.asarray(lanes.carry[2])
+        done = np.asarray(lanes.carry.done)
         if done.all():
             read_out(outputs, owner, done)
             break
@@ -477,7 +492,7 @@ def _config(
         grid=dataclasses.asdict(grid),
         instance={f.name: repr(getattr(instance, f.name)) for f in dataclasses.fields(instance)},
         dynamics=repr(dynamics),
-        step_size=float(getattr(dynamics, "step_size", math.nan)),
+        step_size=math.nan if dynamics.step_size is None else float(dynamics.step_size),
         horizon=horizon,
         stop=repr(stop),
         seed=seed,
@@ -543,12 +558,12 @@ def _execute(
     chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics=False, compact=True
 ) -> dict:
     mesh = _mesh()
-    if compact and mesh is None and isinstance(dynamics, AbstractDiscreteDynamics):
+    if compact and mesh is None and can_segment(dynamics):
         return _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics)
     ndev = len(jax.devices())
     runs = list(chunk.runs)
     padded = runs + [runs[-1]] * ((-len(runs)) % ndev)  # repeats of a real run, dropped below
-    keys = _run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in padded], np.int32))
+    keys = run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in padded], np.int32))
     sizes = jnp.asarray([(n, m, k) for n, m, k, _ in padded], jnp.int32)
     if mesh is not None:
         spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
@@ -627,16 +642,7 @@ def sweep(
     **Returns:** an `xarray.Dataset` (cells not run by this shard are NaN; `attrs["complete"]`
     says whether every cell is filled).
     """
-    if isinstance(dynamics, AbstractDiscreteDynamics):
-        if num_steps is None:
-            raise ValueError("A discrete dynamics needs num_steps=….")
-        horizon = int(num_steps)
-    elif isinstance(dynamics, AbstractFlow):
-        if t1 is None:
-            raise ValueError("A flow needs t1=….")
-        horizon = float(t1)
-    else:
-        raise TypeError(f"Unknown dynamics {type(dynamics).__name__}.")
+    horizon = horizon_of(dynamics, num_steps=num_steps, t1=t1)
     i, count = shard
     if not (isinstance(count, int) and count >= 1 and isinstance(i, int) and 0 <= i < count):
         raise ValueError(f"shard must be (i, N) with 0 <= i < N; got {shard!r}.")
@@ -655,7 +661,7 @@ def sweep(
     )
     if diagnostics:
         config["diagnostics"] = True  # absent otherwise: folders of plain sweeps still resume
-    if not compact and isinstance(dynamics, AbstractDiscreteDynamics):
+    if not compact and can_segment(dynamics):
         config["compact"] = False
     chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio, pad_to=pad_to)
     mine = [c for c in chunks if c.index % count == i]

@@ -18,7 +18,6 @@ import jax.random as jr
 import numpy as np
 
 from .._analysis.compare import fit_rate
-from .._dynamics.dynamics import AbstractDiscreteDynamics
 from .._generator.networks import TwoLayerDIP
 from .._linalg import (
     gram_matvec,
@@ -32,7 +31,7 @@ from .._linalg import (
 from .._losses import AbstractLoss
 from .._objective import Objective
 from .._problem.problem import operator_times_columns
-from .._solve.trajectory import Trajectory
+from .._solve import Trajectory
 from .._typing import Array, ArrayLike, Bool, checked, Float, PRNGKeyArray, RealScalarLike
 
 
@@ -394,7 +393,7 @@ def certify(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}.")
     key = jr.key(0) if key is None else key
-    descent = trajectory is not None and isinstance(trajectory.dynamics, AbstractDiscreteDynamics)
+    descent = trajectory is not None and trajectory.dynamics.time_per_step is not None
     if descent:
         step_size = trajectory.dynamics.step_size
     # NaN stands for "the default step": one compiled program serves every call.
@@ -600,7 +599,7 @@ def _path_certificate(
             jnp.where(valid[:, None], traj.params, 0)
         )
     sig = jnp.where(valid, sig, jnp.nan)
-    descent = isinstance(traj.dynamics, AbstractDiscreteDynamics)
+    descent = traj.dynamics.time_per_step is not None
     disp = traj.displacement
     max_disp = jnp.max(jnp.where(valid, disp, 0))
     if descent:

@@ -12,7 +12,7 @@ import xarray as xr
 from .._generator.networks import TwoLayerDIP
 from .._objective import Objective
 from .._problem.problem import InverseProblem
-from .._sweep.sweep import _run_keys, Instance
+from .._sweep.sweep import Instance, run_keys
 from .certificate import certify
 
 
@@ -82,7 +82,7 @@ def certified_widths(
     for i, nv in enumerate(n):
         for j, mv in enumerate(m):
             rows = np.asarray([(nv, mv, s) for s in range(seeds)], np.int64)
-            keys = _run_keys(seed, rows)
+            keys = run_keys(seed, rows)
             arrays = draw(keys, jnp.asarray(nv), jnp.asarray(mv))
             certs = _certifier(instance, nv, mv)(arrays, jnp.asarray(gamma))
             for name in _VARIABLES:

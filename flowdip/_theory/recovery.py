@@ -6,11 +6,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._dynamics.dynamics import AbstractDiscreteDynamics
 from .._linalg import num_coordinates, signal_map, state_from_coordinates
 from .._losses import AbstractLoss
 from .._objective import Objective
-from .._solve.trajectory import Trajectory
+from .._solve import Trajectory
 from .._typing import Array, Bool, checked, Float, RealScalarLike
 from .certificate import Certificate, certify
 
@@ -164,7 +163,7 @@ def recovery(
         raise ValueError("recovery needs the parameters along the run: solve with save_params.")
     if certificate is None:
         certificate = certify(objective, trajectory=trajectory)
-    descent = isinstance(trajectory.dynamics, AbstractDiscreteDynamics)
+    descent = trajectory.dynamics.time_per_step is not None
     if radius is None:
         radius = certificate.R_prime_descent if descent else certificate.R_prime
     return _recovery(objective, trajectory, certificate, jnp.asarray(radius), num_iters, descent)

@@ -18,12 +18,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import plot
-from .._dynamics.dynamics import GradientDescent, GradientFlow, LossBelow
+from .._dynamics import GradientDescent, GradientFlow, LossBelow
 from .._generator.networks import TwoLayerDIP
 from .._losses import AbstractLoss, Huber, MSE, PowerLoss, PseudoHuber
 from .._objective import Objective
 from .._problem.problem import InverseProblem
-from .._solve.solve import solve
+from .._solve import solve
 from .._theory.certificate import certify
 from .._theory.recovery import recovery
 

@@ -13,12 +13,12 @@ import numpy as np
 
 from .. import plot
 from .._analysis.compare import compare, convergence_order, fit_rate
-from .._dynamics.dynamics import GradientDescent, GradientFlow, LossBelow
+from .._dynamics import GradientDescent, GradientFlow, LossBelow
 from .._generator.networks import TwoLayerDIP
 from .._losses import MSE
 from .._objective import Objective
 from .._problem.problem import InverseProblem
-from .._solve.solve import solve
+from .._solve import solve
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,10 +25,9 @@ import jax.random as jr
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .._analysis.compare import _select, convergence_order, ConvergenceOrder, loglog_slope
+from .._analysis.compare import convergence_order, ConvergenceOrder, loglog_slope
 from .._analysis.sharpness import sharpness, sharpness_along
-from .._dynamics.baselines import OptimistixBaseline
-from .._dynamics.dynamics import (
+from .._dynamics import (
     GradientDescent,
     GradientFlow,
     InertialDescent,
@@ -36,11 +35,11 @@ from .._dynamics.dynamics import (
     LossBelow,
     ModifiedFlow,
 )
+from .._dynamics.baselines import OptimistixBaseline
 from .._generator.networks import TwoLayerDIP
 from .._objective import Objective
 from .._problem.problem import InverseProblem
-from .._solve.solve import solve
-from .._solve.trajectory import Trajectory
+from .._solve import solve, Trajectory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +125,7 @@ class Shared:
         idx = idx.clip(0, flow_ts.size - 1)
         if not np.array_equal(flow_ts[idx], np.asarray(times, float)):
             raise ValueError("times must be save times of the shared flow.")
-        return _select(self.flow, idx)
+        return self.flow.at_saves(idx)
 
 
 def _sharpness_grid(options: FlowVsDescentOptions, lam0: float):

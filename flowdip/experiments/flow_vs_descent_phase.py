@@ -38,11 +38,10 @@ import numpy as np
 
 from .. import plot
 from .._analysis.compare import compare
-from .._analysis.phase import disagreement, SweepGradientFlow
+from .._analysis.phase import disagreement
 from .._analysis.sharpness import sharpness_along
-from .._dynamics.dynamics import GradientDescent, LossBelow
-from .._solve.solve import solve
-from .._solve.trajectory import RESULTS
+from .._dynamics import GradientDescent, GradientFlow, LossBelow
+from .._solve import RESULTS, solve
 from .._sweep.sweep import Grid, Instance, load_dataset, run_key, sweep
 from . import ssvm
 
@@ -126,11 +125,11 @@ class PhaseOptions:
         make = {"fig1": ssvm.SSVMOptions.fig1, "fig2": ssvm.SSVMOptions.fig2}[figure]
         return make(quick=self.quick, out=self.out / figure / "descent", **overrides)
 
-    def flow(self, cap: int) -> SweepGradientFlow:
+    def flow(self, cap: int) -> GradientFlow:
         """The flow: Tsit5, max-norm control, budget `flow_budget` (default: the step cap,
         at most 10 000)."""
         budget = self.flow_budget or min(cap, 10_000)
-        return SweepGradientFlow(rtol=self.flow_rtol, atol=self.flow_atol, max_steps=budget)
+        return GradientFlow.for_sweeps(rtol=self.flow_rtol, atol=self.flow_atol, max_steps=budget)
 
 
 def _sweep_kwargs(opts: ssvm.SSVMOptions, progress: bool) -> dict:

@@ -30,7 +30,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._analysis.sharpness import sharpness
-from .._dynamics.dynamics import GradientDescent, GradientFlow
+from .._dynamics import GradientDescent, GradientFlow
 from .._generator.activations import Sigmoid, Tanh
 from .._generator.convdip import ConvDIP
 from .._generator.networks import TwoLayerDIP
@@ -43,8 +43,7 @@ from .._problem.operators import (
     relative_noise_std,
 )
 from .._problem.problem import InverseProblem
-from .._solve.solve import _solve_discrete, _solve_flow
-from .._solve.trajectory import RESULTS
+from .._solve import RESULTS, solve_descent, solve_flow
 
 
 IMAGES = ("camera", "phantom")
@@ -249,8 +248,13 @@ def _batched_descent(operator, generator, xs, ys, eta, save_steps, horizon, unro
     # operator and step size of the same shapes. No unrolling for the ConvDIP, whose step
     # dwarfs the loop's own cost: unrolling would only multiply the compile time.
     def one(objective):
-        return _solve_discrete(
-            objective, GradientDescent(eta), save_steps, horizon, None, 1e6, False, True, unroll
+        return solve_descent(
+            objective,
+            GradientDescent(eta),
+            save_steps=save_steps,
+            horizon=horizon,
+            save_signal=True,
+            unroll=unroll,
         )
 
     return eqx.filter_vmap(one)(_objectives(operator, generator, xs, ys))
@@ -259,7 +263,7 @@ def _batched_descent(operator, generator, xs, ys, eta, save_steps, horizon, unro
 @eqx.filter_jit
 def _batched_flow(operator, generator, xs, ys, flow, ts, t1):
     def one(objective):
-        return _solve_flow(objective, flow, ts, t1, None, False, True)
+        return solve_flow(objective, flow, ts=ts, t1=t1, save_signal=True)
 
     return eqx.filter_vmap(one)(_objectives(operator, generator, xs, ys))
 

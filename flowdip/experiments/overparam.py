@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import plot
-from .._dynamics.dynamics import GradientDescent, LossBelow
+from .._dynamics import GradientDescent, LossBelow
 from .._sweep.sweep import Grid, Instance, save_dataset, sweep
 from .._theory.overparam import certified_width_curves, certified_widths
 

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import plot
-from .._dynamics.dynamics import GradientDescent, LossBelow
+from .._dynamics import GradientDescent, LossBelow
 from .._sweep.sweep import Grid, Instance, merge_sweeps, sweep
 
 

@@ -18,16 +18,12 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from .._analysis.compare import Comparison, ConvergenceOrder  # noqa: E402
-from .._dynamics.dynamics import AbstractDiscreteDynamics  # noqa: E402
-from .._solve.trajectory import Trajectory  # noqa: E402
+from .._solve import Trajectory  # noqa: E402
 
 
 def label_of(traj: Trajectory) -> str:
     """A short label: `gradient flow` or `GD η=…`."""
-    dyn = traj.dynamics
-    if isinstance(dyn, AbstractDiscreteDynamics):
-        return f"{type(dyn).__name__.replace('GradientDescent', 'GD')} η={float(dyn.step_size):g}"
-    return type(dyn).__name__.replace("GradientFlow", "gradient flow")
+    return traj.dynamics.label()
 
 
 def _finish(ax, xlabel: str, ylabel: str, title: str, which: str = "major"):

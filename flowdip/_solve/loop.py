@@ -1,0 +1,348 @@
+"""The traced solve: the loops that run one dynamics on one objective, written to be jitted,
+vmapped and segmented by their callers ([`flowdip.solve`][], the sweep engine, experiments).
+
+Discrete dynamics step in a `lax.while_loop` whose carry is a typed [`DescentState`][]; the
+loop can be run to any step and resumed, which is what lets a batched sweep stop, compact and
+resume its runs. Flows are integrated by Diffrax.
+"""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optimistix as optx
+
+from .._dynamics import AbstractDiscreteDynamics, AbstractFlow, AbstractStopRule
+from .._objective import Objective
+from .._typing import Array, Bool, Float, Int, PyTree
+from .trajectory import RESULTS, Trajectory
+
+
+#: A descent is `diverged` once its loss exceeds `DIVERGE_FACTOR · max(F(θ₀), 1)` (the default
+#: of [`flowdip.solve`][] and what sweeps use).
+DIVERGE_FACTOR = 1e6
+
+#: A descent step "raises the loss" when `F(θ_{τ+1}) > (1 + _RISE_RTOL) F(θ_τ)`: the margin keeps
+#: round-off on a plateau (where the true decrease is below float64 resolution) from counting.
+_RISE_RTOL = 1e-9
+
+
+def _nan_where(valid: Array, x: Array) -> Array:
+    mask = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x, jnp.full((), jnp.nan, x.dtype))
+
+
+def _stats(objective: Objective, theta: PyTree, save_params: bool, save_signal: bool):
+    x = objective.signal(theta)
+    if objective.problem.x_true is None:
+        rec = jnp.full((), jnp.nan, x.dtype)
+    else:
+        rec = jnp.linalg.norm(x - objective.problem.x_true)
+    coords = objective.coordinates(theta)
+    return (
+        rec,
+        jnp.linalg.norm(coords),
+        coords if save_params else None,
+        x if save_signal else None,
+    )
+
+
+class DescentState(eqx.Module):
+    """The carry of a discrete dynamics' stepping loop (one run).
+
+    **Fields:** `step` (`τ`, the steps taken), `state` (the dynamics' iteration state),
+    `done` (the run has stopped), `last_loss` (`F` at the last step evaluated; `F(θ₀)` before
+    the first), `loss_rose` (the loss rose at some step).
+    """
+
+    step: Int[Array, ""]
+    state: PyTree
+    done: Bool[Array, ""]
+    last_loss: Float[Array, ""]
+    loss_rose: Bool[Array, ""]
+
+
+class DescentStart(eqx.Module):
+    """What a discrete run starts from: the loop's first `state`, `F(θ₀)` (`initial_loss`) and
+    the loss past which the run is `diverged` (`threshold`)."""
+
+    state: DescentState
+    initial_loss: Float[Array, ""]
+    threshold: Float[Array, ""]
+
+
+def descent_start(
+    objective: Objective,
+    dynamics: AbstractDiscreteDynamics,
+    *,
+    diverge_factor: float = DIVERGE_FACTOR,
+    step_dtype=jnp.int32,
+) -> DescentStart:
+    """The stepping loop's initial carry, `F(θ₀)` and the divergence threshold."""
+    theta0 = objective.initial_state()
+    state0 = dynamics.initial_state(objective, theta0)
+    loss0 = objective.value(theta0)
+    threshold = diverge_factor * jnp.maximum(loss0, 1)
+    carry = DescentState(
+        step=jnp.zeros((), step_dtype),
+        state=state0,
+        done=jnp.array(False),
+        last_loss=loss0,
+        loss_rose=jnp.array(False),
+    )
+    return DescentStart(carry, loss0, threshold)
+
+
+def _discrete_flags(loss, tau, threshold, horizon, stop):
+    nonfinite = jnp.isnan(loss)
+    diverged = ~nonfinite & (loss > threshold)
+    converged = stop.met(loss) if stop is not None else jnp.array(False)
+    return nonfinite, diverged, converged, tau >= horizon
+
+
+def descent_run_to(
+    objective: Objective,
+    dynamics: AbstractDiscreteDynamics,
+    carry: DescentState,
+    target: Int[Array, ""],
+    *,
+    stop: AbstractStopRule | None,
+    threshold: Float[Array, ""],
+    horizon: Int[Array, ""],
+    unroll: int | None = None,
+) -> DescentState:
+    """Steps `carry` until the run stops or reaches step `target`.
+
+    Each step is masked on its own, so running to `a` and then to `b` is step for step the
+    same as running to `b` (what lets a batched sweep stop, compact and resume its runs).
+    `unroll` overrides the dynamics' own unroll.
+    """
+
+    def cond(c: DescentState):
+        return ~c.done & (c.step < target)
+
+    def substep(c: DescentState) -> DescentState:
+        tau = c.step
+        active = ~c.done & (tau < target)
+        loss, new_state = dynamics.step(objective, c.state)
+        # `loss` is F(θ_τ) and `last_loss` F(θ_{τ−1}) (F(θ₀) itself on the first step).
+        rose = c.loss_rose | (active & (loss > (1 + _RISE_RTOL) * c.last_loss))
+        nonfinite, diverged, converged, at_horizon = _discrete_flags(
+            loss, tau, threshold, horizon, stop
+        )
+        stop_now = active & (nonfinite | diverged | converged | at_horizon)
+        advance = active & ~stop_now
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(advance, a, b), new_state, c.state)
+        return DescentState(
+            step=tau + advance.astype(tau.dtype),
+            state=state,
+            done=c.done | stop_now,
+            last_loss=jnp.where(active, loss, c.last_loss),
+            loss_rose=rose,
+        )
+
+    def body(c):
+        # A few masked steps per iteration amortise the loop's own cost, which dominates
+        # the O(mk) reduced step (a dynamics whose step is costly asks for fewer; callers
+        # may override it).
+        for _ in range(dynamics.unroll if unroll is None else unroll):
+            c = substep(c)
+        return c
+
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def descent_result(
+    carry: DescentState,
+    *,
+    threshold: Float[Array, ""],
+    horizon: Int[Array, ""],
+    stop: AbstractStopRule | None,
+) -> RESULTS:
+    """The result code of a stopped run, read off the loss it stopped at (same precedence as
+    the checks: NaN, divergence, the stop rule, the horizon)."""
+    nonfinite, diverged, converged, at_horizon = _discrete_flags(
+        carry.last_loss, carry.step, threshold, horizon, stop
+    )
+    end_code = RESULTS.max_steps_reached if stop is not None else RESULTS.successful
+    code = RESULTS.where(at_horizon, end_code, RESULTS.successful)
+    code = RESULTS.where(converged, RESULTS.converged, code)
+    code = RESULTS.where(diverged, RESULTS.diverged, code)
+    return RESULTS.where(nonfinite, RESULTS.non_finite, code)
+
+
+@eqx.filter_jit
+def solve_descent(
+    objective: Objective,
+    dynamics: AbstractDiscreteDynamics,
+    *,
+    save_steps: Int[Array, " T"],
+    horizon: Int[Array, ""],
+    stop: AbstractStopRule | None = None,
+    diverge_factor: float = DIVERGE_FACTOR,
+    save_params: bool = False,
+    save_signal: bool = False,
+    unroll: int | None = None,
+) -> Trajectory:
+    """The traced solve of a discrete dynamics: steps to `horizon` (or the stop), saving at
+    the steps `save_steps` (no validation: [`flowdip.solve`][] does it)."""
+    dtype = objective.dtype
+    T = save_steps.shape[0]
+    start = descent_start(
+        objective, dynamics, diverge_factor=diverge_factor, step_dtype=save_steps.dtype
+    )
+    threshold = start.threshold
+    theta0 = objective.initial_state()
+    nan = jnp.full((), jnp.nan, dtype)
+    shapes = jax.eval_shape(lambda: _stats(objective, theta0, save_params, save_signal))
+    buffers = (jnp.full((T,), nan),) + jax.tree_util.tree_map(
+        lambda s: jnp.full((T,) + s.shape, nan), shapes
+    )
+
+    # The hot loop only steps and checks the stop rules; saves happen between segments, so
+    # that no per-step branch (a select under vmap) evaluates the save statistics.
+    def run_to(target, carry):
+        return descent_run_to(
+            objective,
+            dynamics,
+            carry,
+            target,
+            stop=stop,
+            threshold=threshold,
+            horizon=horizon,
+            unroll=unroll,
+        )
+
+    def segment(i, c):
+        carry, bufs = c
+        carry = run_to(save_steps[i], carry)
+        save_now = ~carry.done & (carry.step == save_steps[i])
+
+        def write(b):
+            theta = dynamics.parameters(carry.state)
+            row = (objective.value(theta),) + _stats(objective, theta, save_params, save_signal)
+            return jax.tree_util.tree_map(lambda buf, v: buf.at[i].set(v), b, row)
+
+        return carry, jax.lax.cond(save_now, write, lambda b: b, bufs)
+
+    carry, bufs = jax.lax.fori_loop(0, T, segment, (start.state, buffers))
+    carry = run_to(horizon + 1, carry)
+    tau, state, loss = carry.step, carry.state, carry.last_loss
+    code = descent_result(carry, threshold=threshold, horizon=horizon, stop=stop)
+    theta = dynamics.parameters(state)
+    loss_s, rec, disp, params, signal = bufs
+    valid = save_steps <= tau
+    eta = dynamics.step_size.astype(dtype)
+    return Trajectory(
+        ts=save_steps.astype(dtype) * eta,
+        steps=save_steps,
+        valid=valid,
+        loss=loss_s,
+        recovery_error=rec,
+        displacement=disp,
+        params=params,
+        signal=signal,
+        final_state=state,
+        final_generator=objective.lift(theta),
+        final_signal=objective.signal(theta),
+        final_loss=loss,
+        initial_loss=start.initial_loss,
+        stop_time=tau.astype(dtype) * eta,
+        horizon=horizon.astype(dtype) * eta,
+        num_steps=tau,
+        result=code,
+        dynamics=dynamics,
+        loss_rose=carry.loss_rose,
+    )
+
+
+@eqx.filter_jit
+def solve_flow(
+    objective: Objective,
+    dynamics: AbstractFlow,
+    *,
+    ts: Float[Array, " T"],
+    t1: Float[Array, ""],
+    stop: AbstractStopRule | None = None,
+    save_params: bool = False,
+    save_signal: bool = False,
+) -> Trajectory:
+    """The traced solve of a flow: integrates to `t1` (or the stop's crossing time), saving at
+    the times `ts` (no validation: [`flowdip.solve`][] does it)."""
+    dtype = objective.dtype
+    theta0 = objective.initial_state()
+    y0 = dynamics.initial_state(objective, theta0)
+    loss0 = objective.value(theta0)
+
+    def save_fn(t, y, args):
+        theta = dynamics.parameters(y)
+        return (objective.value(theta),) + _stats(objective, theta, save_params, save_signal)
+
+    saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts, fn=save_fn), dfx.SubSaveAt(t1=True)])
+    event = None
+    if stop is not None:
+
+        def cond_fn(t, y, args, **kwargs):
+            return stop.residual(objective.value(dynamics.parameters(y)))
+
+        # Bisection on the step that crossed: always bracketed, unlike Newton, which can stall
+        # on the dense interpolant of a long step.
+        tol = 1e3 * float(jnp.finfo(dtype).eps)
+        # `flip=True` (the residual falls across the step) rather than detected: under vmap,
+        # Diffrax root-finds every run once one run's event fires, and a run without an event
+        # gets the residual `t_end − t`, which is zero at the upper end; detection then fails
+        # with "The root is not contained in [lower, upper]" and kills the whole batch.
+        bisection = optx.Bisection(rtol=tol, atol=tol, flip=True)
+        event = dfx.Event(cond_fn, root_finder=bisection)
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(dynamics.vector_field(objective)),
+        dynamics.solver,
+        t0=jnp.zeros((), dtype),
+        t1=t1,
+        dt0=None,
+        y0=y0,
+        saveat=saveat,
+        stepsize_controller=dynamics.controller(),
+        max_steps=dynamics.max_steps,
+        event=event,
+        throw=False,
+    )
+    saved_ts, final_ts = sol.ts
+    saved, final_y = sol.ys
+    stop_time = final_ts[-1]
+    y_end = jax.tree_util.tree_map(lambda a: a[-1], final_y)
+    theta = dynamics.parameters(y_end)
+    final_loss = objective.value(theta)
+    valid = jnp.isfinite(saved_ts) & (ts <= stop_time)
+    saved = jax.tree_util.tree_map(lambda a: _nan_where(valid, a), saved)
+    loss_s, rec, disp, params, signal = saved
+
+    finished = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
+    code = RESULTS.promote(sol.result)
+    if stop is not None:
+        met = stop.met(final_loss) | jnp.any(jnp.asarray(sol.event_mask))
+        done_code = RESULTS.where(met, RESULTS.converged, RESULTS.max_steps_reached)
+    else:
+        done_code = RESULTS.successful
+    code = RESULTS.where(finished, done_code, code)
+    code = RESULTS.where(jnp.isnan(final_loss), RESULTS.non_finite, code)
+    return Trajectory(
+        ts=ts,
+        steps=jnp.full(ts.shape, -1, jnp.int32),
+        valid=valid,
+        loss=loss_s,
+        recovery_error=rec,
+        displacement=disp,
+        params=params,
+        signal=signal,
+        final_state=y_end,
+        final_generator=objective.lift(theta),
+        final_signal=objective.signal(theta),
+        final_loss=final_loss,
+        initial_loss=loss0,
+        stop_time=stop_time,
+        horizon=t1,
+        num_steps=jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
+        result=code,
+        dynamics=dynamics,
+    )
