@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._typing import Array, checked, Float, PRNGKeyArray, PyTree
+from .._typing import Array, ArrayLike, checked, Float, Int, PRNGKeyArray, PyTree
 from .activations import AbstractActivation, Sigmoid, Tanh
 
 
@@ -195,10 +195,39 @@ class TwoLayerDIP(AbstractGenerator):
         s = self.activation.derivative(self.z)
         return (jnp.dot(self.u, self.u) * c**2) * (V * (s**2)[None, :]) @ V.T
 
-    def sigma_min_jacobian(self) -> Float[Array, ""]:
-        """`σ_min(J_g(W))` from the closed-form Gram matrix (zero when `k < n`)."""
-        lam = jnp.linalg.eigvalsh(self.ntk_gram())[0]
-        return jnp.sqrt(jnp.maximum(lam, 0))
+    def sigma_min_jacobian(self, n_true: Int[ArrayLike, ""] | None = None) -> Float[Array, ""]:
+        """`σ_min(J_g(W))` in closed form (zero when `k < n`).
+
+        `σ_min(J)²` is the smallest eigenvalue of the `n × n` Gram matrix
+        `(‖u‖²/k) V diag(φ'(z)²) Vᵀ` ([`flowdip.TwoLayerDIP.ntk_gram`][]). Its non-zero
+        eigenvalues are those of the `k × k` matrix `(‖u‖²/k) S VᵀV S` (`S = diag(φ'(z))`), so
+        the eigenproblem is solved on the smaller side: an `n × n` eigendecomposition at
+        `n = 512` costs more than a whole run of descent. `n_true` (possibly traced) counts
+        the true rows of a padded `V`; padded rows and masked neurons are zero in both forms.
+        """
+        n_pad, k_pad = self.V.shape
+        if k_pad < n_pad:
+            V, c = self.readout()
+            s = self.activation.derivative(self.z)
+            small = (jnp.dot(self.u, self.u) * c**2) * (s[:, None] * (V.T @ V) * s[None, :])
+            lam = jnp.linalg.eigvalsh(small)
+            # The true n×n Gram has the top n_true eigenvalues of `small` (the rest are zero);
+            # with more signal entries than (true) neurons it is singular.
+            n_true = jnp.asarray(n_pad if n_true is None else n_true)
+            if self.mask is None:
+                k_true = k_pad
+            else:
+                k_true = jnp.round(jnp.sum(self.mask)).astype(n_true.dtype)
+            pos = jnp.clip(k_pad - n_true, 0, k_pad - 1)
+            lam_min = jnp.where(n_true <= k_true, lam[pos], 0.0)
+        else:
+            gram = self.ntk_gram()
+            n_true = n_pad if n_true is None else n_true
+            idx = jnp.arange(n_pad)
+            pad = 1 - (idx < jnp.asarray(n_true).astype(idx.dtype)).astype(gram.dtype)
+            # Padded rows get an eigenvalue above every true one, out of the way of the min.
+            lam_min = jnp.linalg.eigvalsh(gram + jnp.diag(pad * (jnp.trace(gram) + 1)))[0]
+        return jnp.sqrt(jnp.maximum(lam_min, 0))
 
 
 class MLP(AbstractGenerator):

@@ -234,27 +234,7 @@ def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnos
 
 
 def _sigma0(net: TwoLayerDIP, n_true):
-    # σ_min(J(θ₀))² is the smallest eigenvalue of the true n×n block of the Gram matrix
-    # (‖u‖²c²) V S² Vᵀ. Its non-zero eigenvalues are those of the k×k matrix (‖u‖²c²) S VᵀV S,
-    # so the eigenproblem is solved on the smaller side: an n×n eigvalsh at n = 512 costs more
-    # than a whole run of descent. Padded rows of V and masked neurons are zero in both forms.
-    n_pad, k_pad = net.V.shape
-    if k_pad < n_pad:
-        V, c = net.readout()
-        s = net.activation.derivative(net.z)
-        small = (jnp.dot(net.u, net.u) * c**2) * (s[:, None] * (V.T @ V) * s[None, :])
-        lam = jnp.linalg.eigvalsh(small)
-        # The n_true×n_true Gram has the top n_true eigenvalues of `small` (the rest are zero);
-        # with more signal entries than (true) neurons it is singular.
-        n_true = jnp.asarray(n_true)
-        k_true = k_pad if net.mask is None else jnp.round(jnp.sum(net.mask)).astype(n_true.dtype)
-        pos = jnp.clip(k_pad - n_true, 0, k_pad - 1)
-        lam_min = jnp.where(n_true <= k_true, lam[pos], 0.0)
-    else:
-        gram = net.ntk_gram()
-        pad = 1 - _below(gram.shape[0], n_true, gram.dtype)
-        lam_min = jnp.linalg.eigvalsh(gram + jnp.diag(pad * (jnp.trace(gram) + 1)))[0]
-    return jnp.sqrt(jnp.maximum(lam_min, 0))
+    return net.sigma_min_jacobian(n_true)
 
 
 @eqx.filter_jit

@@ -454,7 +454,7 @@ def _certify(
         V, scale = net.readout()
         u2 = jnp.dot(net.u, net.u)
         gram = net.ntk_gram()
-        sigma0 = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram)[0], 0))
+        sigma0 = net.sigma_min_jacobian()
         comp = A @ gram @ A.T
         composite_sigma0 = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(comp)[0], 0))
         col_norms = jnp.linalg.norm(V, axis=0)
