@@ -4,10 +4,9 @@
 `engine` (executing one chunk), `store` (config, folder, dataset), `sweep` (the orchestrator).
 """
 
-from .engine import execute as execute, run_cell as run_cell
+from .engine import run_cell as run_cell
 from .plan import Chunk as Chunk, plan_chunks as plan_chunks
 from .protocol import Grid as Grid, Instance as Instance, run_key as run_key, run_keys as run_keys
-from .record import DIAGNOSTICS as DIAGNOSTICS, VARIABLES as VARIABLES, variables as variables
 from .store import (
     load_dataset as load_dataset,
     merge_sweeps as merge_sweeps,
