@@ -77,7 +77,7 @@ from ._solve import (
     SolveError as SolveError,
     Trajectory as Trajectory,
 )
-from ._sweep.sweep import (
+from ._sweep import (
     Grid as Grid,
     Instance as Instance,
     load_dataset as load_dataset,

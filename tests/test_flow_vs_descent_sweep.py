@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import flowdip as fd
-import flowdip._sweep.sweep as sweep_module
+from flowdip._sweep import record
 
 
 GRID = fd.Grid(n=[6], m=[3], k=[8, 16], seeds=2, d=3)
@@ -35,7 +35,7 @@ def test_sweep_runs_and_padding_changes_nothing(dynamics, horizon, padded):
     codes = ds["result"].values
     assert np.all(codes == int(fd.RESULTS.successful._value))
     assert np.all(ds.final_loss.values < ds.initial_loss.values)
-    assert set(sweep_module.VARIABLES) <= set(ds.data_vars)
+    assert set(record.VARIABLES) <= set(ds.data_vars)
     if not padded:
         return
     # The k = 8 cells ran padded to k = 16 (masked neurons, Hessian-vector products through

@@ -9,8 +9,8 @@ import xarray as xr
 from jax.flatten_util import ravel_pytree
 
 import flowdip as fd
-import flowdip._sweep.sweep as sweep_module
 from flowdip import disagreement
+from flowdip._sweep import record, store
 
 
 # k = 5 and 12 share one bucket (padded to 12), so the flow cells below are padded runs.
@@ -136,8 +136,8 @@ def test_disagreement_map_is_zero_where_both_diagrams_agree(sweeps):
 
 
 def test_diagnostics_off_leave_the_sweep_unchanged():
-    assert "sharpness0" not in sweep_module._variables(False)
-    config = sweep_module._config(GRID, INSTANCE, FLOW, T1, STOP, 0, 8, 4.0)
+    assert "sharpness0" not in record.variables(False)
+    config = store.config(GRID, INSTANCE, FLOW, T1, STOP, 0, 8, 4.0)
     assert "diagnostics" not in config
 
 

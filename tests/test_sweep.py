@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import flowdip as fd
-import flowdip._sweep.sweep as sweep_module
+from flowdip._sweep import engine, record
 
 
 GRID = fd.Grid(n=[6, 10], m=[4], k=[8, 16], seeds=3, d=3)
@@ -32,7 +32,7 @@ def _sweep(**kwargs):
 
 
 def _same(a, b):
-    for name in sweep_module.VARIABLES:
+    for name in record.VARIABLES:
         assert np.allclose(
             a[name].values, b[name].values, rtol=1e-12, atol=1e-14, equal_nan=True
         ), name
@@ -67,7 +67,7 @@ def test_padded_masked_run_equals_unpadded_run():
     padded = fd.run_cell(
         INSTANCE, DYN, key=key, n=6, m=3, k=8, d=3, horizon=STEPS, stop=STOP, pad=(10, 5, 16)
     )
-    for name in sweep_module.VARIABLES:
+    for name in record.VARIABLES:
         # σ₀ is the square root of an eigenvalue known to ~eps·trace, hence its atol.
         atol = 1e-7 if name == "sigma0" else 1e-14
         assert jnp.allclose(plain[name], padded[name], rtol=1e-12, atol=atol), name
@@ -84,7 +84,7 @@ def test_sigma0_of_a_padded_net_equals_the_svd_of_the_unpadded_jacobian(n, k, pa
     big = INSTANCE.objective(
         key, n=pad[0], m=3, k=pad[1], d=3, n_true=n, m_true=3, k_true=k
     ).generator
-    got = sweep_module._sigma0(big, jnp.asarray(n, jnp.int32))
+    got = engine._sigma0(big, jnp.asarray(n, jnp.int32))
     assert np.isclose(got, expected, rtol=1e-8, atol=1e-7)
 
 
@@ -105,7 +105,7 @@ def test_sweep_cell_equals_solve_on_the_same_keys(reference):
 def test_four_devices_equal_one(reference, monkeypatch):
     # tests/conftest.py simulates four CPU devices: the batch is padded to a multiple of 4.
     assert len(jax.devices()) == 4
-    monkeypatch.setattr(sweep_module.jax, "devices", lambda: jax.local_devices()[:1])
+    monkeypatch.setattr(engine.jax, "devices", lambda: jax.local_devices()[:1])
     _same(reference, _sweep())
 
 
@@ -121,13 +121,13 @@ def test_compacted_descent_equals_one_vmapped_solve(monkeypatch):
         progress=False,
         chunk_size=16,
     )
-    real, sizes = sweep_module._gather_lanes, []
+    real, sizes = engine._gather_lanes, []
 
     def spy(lanes, idx):
         sizes.append(len(idx))
         return real(lanes, idx)
 
-    monkeypatch.setattr(sweep_module, "_gather_lanes", spy)
+    monkeypatch.setattr(engine, "_gather_lanes", spy)
     compacted = fd.sweep(grid, **kwargs)
     assert sizes and min(sizes) <= 4  # the batch of 16 shrank to its last few runs
     steps = compacted.num_steps.values
@@ -139,7 +139,7 @@ def test_compacted_descent_equals_one_vmapped_solve(monkeypatch):
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, monkeypatch):
-    real = sweep_module._execute
+    real = engine.execute
     calls = []
 
     def dying(chunk, *args):
@@ -148,12 +148,12 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, mo
         calls.append(chunk.index)
         return real(chunk, *args)
 
-    monkeypatch.setattr(sweep_module, "_execute", dying)
+    monkeypatch.setattr(engine, "execute", dying)
     with pytest.raises(KeyboardInterrupt):
         _sweep(out=tmp_path)
     assert (tmp_path / "chunk_00000.npz").exists()
     monkeypatch.setattr(
-        sweep_module, "_execute", lambda chunk, *a: calls.append(chunk.index) or real(chunk, *a)
+        engine, "execute", lambda chunk, *a: calls.append(chunk.index) or real(chunk, *a)
     )
     resumed = _sweep(out=tmp_path)
     assert calls == [0, 1]  # the first chunk was not run again

@@ -12,7 +12,7 @@ import xarray as xr
 from .._generator.networks import TwoLayerDIP
 from .._objective import Objective
 from .._problem.problem import InverseProblem
-from .._sweep.sweep import Instance, run_keys
+from .._sweep import Instance, run_keys
 from .certificate import certify
 
 

@@ -42,7 +42,7 @@ from .._analysis.phase import disagreement
 from .._analysis.sharpness import sharpness_along
 from .._dynamics import GradientDescent, GradientFlow, LossBelow
 from .._solve import RESULTS, solve
-from .._sweep.sweep import Grid, Instance, load_dataset, run_key, sweep
+from .._sweep import Grid, Instance, reusable_sweep, run_key, sweep
 from . import ssvm
 
 
@@ -148,33 +148,16 @@ def _sweep_kwargs(opts: ssvm.SSVMOptions, progress: bool) -> dict:
 
 def _reusable(folder, grid: Grid, opts: ssvm.SSVMOptions):
     """A complete descent sweep in `folder` run with exactly this protocol and at least
-    `grid.seeds` seeds, cut to its first `grid.seeds` seeds; or None.
-
-    A run's key depends only on the base seed, `(n, m)` and its index `s` (`flowdip.run_key`),
-    so the first seeds of a larger sweep are exactly the runs of a smaller one.
-    """
-    path = pathlib.Path(folder) / "results.nc"
-    if not path.exists():
-        return None
-    ds = load_dataset(path)
-    config = json.loads(ds.attrs.get("config", "{}"))
-    theirs = dict(config.get("grid") or {})
-    mine = json.loads(json.dumps(dataclasses.asdict(grid)))
-    same = (
-        bool(ds.attrs.get("complete", 0))
-        and int(theirs.pop("seeds", 0)) >= mine.pop("seeds")
-        and theirs == mine
-        and config.get("step_size") == opts.step_size
-        and config.get("horizon") == opts.max_steps
-        and config.get("seed") == opts.seed
-        and config.get("stop") == repr(LossBelow(opts.tol))
-        and config.get("instance")
-        == {
-            f.name: repr(getattr(Instance(scaling=opts.scaling), f.name))
-            for f in dataclasses.fields(Instance)
-        }
+    `grid.seeds` seeds, cut to its first `grid.seeds` seeds; or None."""
+    return reusable_sweep(
+        folder,
+        grid,
+        dynamics=GradientDescent(opts.step_size),
+        num_steps=opts.max_steps,
+        stop=LossBelow(opts.tol),
+        instance=Instance(scaling=opts.scaling),
+        seed=opts.seed,
     )
-    return ds.isel(seed=slice(0, grid.seeds)) if same else None
 
 
 def run_descent(options: PhaseOptions, figure: str, step_size: float | None = None, log=print):

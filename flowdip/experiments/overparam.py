@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import plot
 from .._dynamics import GradientDescent, LossBelow
-from .._sweep.sweep import Grid, Instance, save_dataset, sweep
+from .._sweep import Grid, Instance, save_dataset, sweep
 from .._theory.overparam import certified_width_curves, certified_widths
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import plot
 from .._dynamics import GradientDescent, LossBelow
-from .._sweep.sweep import Grid, Instance, merge_sweeps, sweep
+from .._sweep import Grid, Instance, merge_sweeps, sweep
 
 
 #: Figure 1: `m` fixed, `n` and `k` vary.

@@ -1,0 +1,270 @@
+"""Executing one chunk of a sweep: every run of the chunk as one compiled, vmapped program
+(sliced over the devices of an accelerator), or, for descents on one device, in segments
+between which the stopped runs leave the batch (compaction)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._analysis.sharpness import sharpness
+from .._dynamics import AbstractDynamics, LossBelow
+from .._generator.networks import TwoLayerDIP
+from .._objective import Objective
+from .._solve import (
+    can_segment,
+    descent_result,
+    descent_run_to,
+    descent_start,
+    DescentState,
+    solve_to,
+)
+from .plan import Chunk
+from .protocol import Grid, Instance, run_keys
+from .record import run_record
+
+
+def _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnostics=False):
+    """One run as a function of its key and true sizes (vmapped by the chunk program)."""
+
+    def run(key, n_true, m_true, k_true):
+        obj = instance.objective(
+            key, n=n_pad, m=m_pad, k=k_pad, d=d, n_true=n_true, m_true=m_true, k_true=k_true
+        )
+        traj = solve_to(
+            obj, dynamics, horizon, stop=stop, num_saves=1, save_params=False, throw=False
+        )
+        sigma0 = _sigma0(obj.generator, n_true)
+        error = jnp.linalg.norm(traj.final_signal - obj.problem.x_true)
+        # Masked neurons and padded rows give zero rows of the Hessian: λ_max is unchanged.
+        sharp = sharpness(obj, obj.initial_state()).value if diagnostics else None
+        return run_record(
+            final_loss=traj.final_loss,
+            initial_loss=traj.initial_loss,
+            result=traj.result,
+            num_steps=traj.num_steps,
+            stop_time=traj.stop_time,
+            sigma0=sigma0,
+            recovery_error=error,
+            sharpness0=sharp,
+            loss_rose=traj.loss_rose,
+        )
+
+    return run
+
+
+def _sigma0(net: TwoLayerDIP, n_true):
+    return net.sigma_min_jacobian(n_true)
+
+
+@eqx.filter_jit
+def _run_chunk(
+    instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, sizes, mesh, diagnostics
+):
+    run = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnostics)
+
+    def local(keys, sizes):
+        return jax.vmap(run)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
+
+    if mesh is None:
+        return local(keys, sizes)
+    # Each device runs its own slice with its own loop: no collective inside the loops, so a
+    # device never waits on another (a sharded vmapped while_loop would all-reduce its
+    # predicate every step, and that can deadlock when devices outnumber cores).
+    spec = jax.sharding.PartitionSpec("runs")
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False)(
+        keys, sizes
+    )
+
+
+# -- descent sweeps with compaction ------------------------------------------------------------
+# A vmapped while_loop steps every lane until the last one stops, so a chunk of 50 runs where
+# one needs 25 000 steps and the rest 500 costs 50 × 25 000 steps. Descent sweeps therefore run
+# in segments: between segments the runs still going are gathered into a batch a factor
+# `_COMPACT_RATIO` smaller (one compiled program per batch size), and the stopped ones are
+# read out. Each step is masked on its own, so a run takes the same steps wherever its
+# segments end; only the round-off of batched products may differ between batch sizes.
+_COMPACT_RATIO = 4
+_SEGMENTS = 32  # host round trips per run at most (each costs a dispatch and a sync)
+
+
+class _Lanes(eqx.Module):
+    objective: Objective
+    carry: DescentState
+    loss0: jax.Array
+    threshold: jax.Array
+    sigma0: jax.Array
+    sharpness0: jax.Array | None
+
+
+@eqx.filter_jit
+def _start_lanes(instance, dynamics, n_pad, m_pad, k_pad, d, keys, sizes, diagnostics):
+    def one(key, n_true, m_true, k_true):
+        obj = instance.objective(
+            key, n=n_pad, m=m_pad, k=k_pad, d=d, n_true=n_true, m_true=m_true, k_true=k_true
+        )
+        start = descent_start(obj, dynamics)
+        sharp = sharpness(obj, obj.initial_state()).value if diagnostics else None
+        sigma0 = _sigma0(obj.generator, n_true)
+        return _Lanes(obj, start.state, start.initial_loss, start.threshold, sigma0, sharp)
+
+    return eqx.filter_vmap(one)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
+
+
+def _lane_outputs(lane, dynamics, stop, horizon) -> dict:
+    carry, loss = lane.carry, lane.carry.last_loss
+    code = descent_result(carry, threshold=lane.threshold, horizon=horizon, stop=stop)
+    x = lane.objective.signal(dynamics.parameters(carry.state))
+    return run_record(
+        final_loss=loss,
+        initial_loss=lane.loss0,
+        result=code,
+        num_steps=carry.step,
+        stop_time=carry.step.astype(loss.dtype) * dynamics.step_size.astype(loss.dtype),
+        sigma0=lane.sigma0,
+        recovery_error=jnp.linalg.norm(x - lane.objective.problem.x_true),
+        sharpness0=lane.sharpness0,
+        loss_rose=carry.loss_rose,
+    )
+
+
+@eqx.filter_jit
+def _advance_lanes(lanes, dynamics, stop, horizon, segment):
+    # Also returns every lane's outputs as they stand (an O(nk) read-out against a segment's
+    # O(segment·mk) steps), so that no second program per batch size is compiled to read out.
+    def one(lane):
+        target = jnp.minimum(lane.carry.step + segment, horizon + 1)
+        carry = descent_run_to(
+            lane.objective,
+            dynamics,
+            lane.carry,
+            target,
+            stop=stop,
+            threshold=lane.threshold,
+            horizon=horizon,
+        )
+        lane = eqx.tree_at(lambda x: x.carry, lane, carry)
+        return lane, _lane_outputs(lane, dynamics, stop, horizon)
+
+    return eqx.filter_vmap(one)(lanes)
+
+
+@eqx.filter_jit
+def _gather_lanes(lanes, idx):
+    return jax.tree_util.tree_map(lambda a: a[idx] if eqx.is_array(a) else a, lanes)
+
+
+def _inputs(runs, seed):
+    """The keys and true sizes `(n, m, k)` of `runs`."""
+    keys = run_keys(seed, np.asarray([(n, m, s) for n, m, _, s in runs], np.int32))
+    return keys, jnp.asarray([(n, m, k) for n, m, k, _ in runs], jnp.int32)
+
+
+def _with_ids(out: dict, runs) -> dict:
+    """`out` with the `(n, m, k, seed)` of each run, which place the runs in the grid."""
+    for j, name in enumerate(("n", "m", "k", "seed")):
+        out[name] = np.asarray([r[j] for r in runs])
+    return out
+
+
+def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics):
+    runs = list(chunk.runs)
+    keys, sizes = _inputs(runs, seed)
+    pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
+    lanes = _start_lanes(instance, dynamics, *pads, keys, sizes, diagnostics)
+    horizon_ = jnp.asarray(horizon, jnp.int32)
+    segment = jnp.asarray(max(1, -(-(horizon + 1) // _SEGMENTS)), jnp.int32)
+    owner = np.arange(len(runs))  # the run each lane holds
+    rows: dict[int, dict] = {}
+
+    def read_out(outputs, owner, done):
+        fresh = [j for j in np.flatnonzero(done) if int(owner[j]) not in rows]
+        if fresh:
+            values = {name: np.asarray(v) for name, v in outputs.items()}
+            for j in fresh:
+                rows[int(owner[j])] = {name: v[j] for name, v in values.items()}
+
+    while True:
+        lanes, outputs = _advance_lanes(lanes, dynamics, stop, horizon_, segment)
+        done = np.asarray(lanes.carry.done)
+        if done.all():
+            read_out(outputs, owner, done)
+            break
+        active = np.flatnonzero(~done)
+        size = len(owner)
+        while size > 1 and len(active) <= size // _COMPACT_RATIO:
+            size //= _COMPACT_RATIO
+        if size < len(owner):
+            size = max(size, len(active))
+            read_out(outputs, owner, done)
+            # Fill up with a stopped lane: it takes no step, so it cannot hold the loop.
+            idx = np.concatenate([active, np.full(size - len(active), np.flatnonzero(done)[0])])
+            lanes = _gather_lanes(lanes, jnp.asarray(idx))
+            owner = owner[idx]
+    return _with_ids(
+        {name: np.stack([rows[r][name] for r in range(len(runs))]) for name in rows[0]}, runs
+    )
+
+
+def run_cell(
+    instance: Instance,
+    dynamics: AbstractDynamics,
+    *,
+    key,
+    n,
+    m,
+    k,
+    d,
+    horizon,
+    stop=None,
+    pad: tuple[int, int, int] | None = None,
+    diagnostics: bool = False,
+) -> dict:
+    """One run exactly as the sweep runs it (unbatched), optionally padded to sizes `pad`
+    `(n, m, k)`, for checks and debugging (`diagnostics` as for [`flowdip.sweep`][])."""
+    n_pad, m_pad, k_pad = (n, m, k) if pad is None else pad
+    fn = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnostics)
+    return fn(key, jnp.asarray(n), jnp.asarray(m), jnp.asarray(k))
+
+
+def _mesh():
+    devices = jax.devices()
+    # Simulated CPU devices share the same cores, so sharding gains nothing there, and
+    # XLA:CPU multi-device programs were seen to hang intermittently on this 2-core machine
+    # (with shard_map and with a sharded vmap alike). On CPU the padded batch runs on one
+    # device; accelerators get one slice per device.
+    if len(devices) == 1 or devices[0].platform == "cpu":
+        return None
+    return jax.sharding.Mesh(np.asarray(devices), ("runs",))
+
+
+def execute(
+    chunk: Chunk,
+    grid: Grid,
+    instance: Instance,
+    dynamics: AbstractDynamics,
+    horizon: int | float,
+    stop: LossBelow | None,
+    seed: int,
+    diagnostics: bool = False,
+    compact: bool = True,
+) -> dict[str, np.ndarray]:
+    """Runs every run of one chunk of a sweep (see [`flowdip.sweep`][] for the arguments;
+    `horizon` as from `horizon_of`).
+
+    **Returns:** a dict of per-run numpy arrays in the order of `chunk.runs`: the variables of
+    `variables(diagnostics)` and `n`, `m`, `k`, `seed` (what the chunk's file holds).
+    """
+    mesh = _mesh()
+    if compact and mesh is None and can_segment(dynamics):
+        return _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics)
+    ndev = len(jax.devices())
+    runs = list(chunk.runs)
+    padded = runs + [runs[-1]] * ((-len(runs)) % ndev)  # repeats of a real run, dropped below
+    keys, sizes = _inputs(padded, seed)
+    if mesh is not None:
+        spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+        keys, sizes = jax.device_put(keys, spec), jax.device_put(sizes, spec)
+    pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
+    out = _run_chunk(instance, dynamics, horizon, stop, *pads, keys, sizes, mesh, diagnostics)
+    return _with_ids({name: np.asarray(v)[: len(runs)] for name, v in out.items()}, runs)
