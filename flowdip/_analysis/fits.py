@@ -192,6 +192,7 @@ def fit_power_law(
     return PowerLawFit(c, float(exponent), free, int(ok.sum()))
 
 
+@checked
 def fit_transition(ds: xr.Dataset, law: str, *, x: str = "k", y: str | None = None) -> PowerLawFit:
     """Fits one of the laws `"k ∝ n²"` and `"k ∝ m"` to a sweep's phase transition: the
     crossing width of each row of the success frequency (the smallest `x` with frequency

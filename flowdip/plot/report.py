@@ -4,8 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._theory.results import Certificate
+from .._typing import checked
 
 
+@checked
 def certificate_table(certificate: Certificate) -> str:
     """A text table of a certificate: every quantity, its value, and the formula it came from
     (`Certificate.REFERENCES`); sampled estimates are marked `(estimate)`. With a run
