@@ -68,9 +68,9 @@ from ._metrics import (
     ssim as ssim,
 )
 from ._objective import Objective as Objective
+from ._problem.blur import Blur as Blur
+from ._problem.imaging import AbstractImagingOperator as AbstractImagingOperator
 from ._problem.operators import (
-    AbstractImagingOperator as AbstractImagingOperator,
-    Blur as Blur,
     CompressedSensing as CompressedSensing,
     Denoising as Denoising,
     Inpainting as Inpainting,
