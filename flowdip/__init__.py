@@ -7,8 +7,14 @@ from ._analysis.compare import (
     Comparison as Comparison,
     convergence_order as convergence_order,
     ConvergenceOrder as ConvergenceOrder,
+)
+from ._analysis.fits import (
+    fit_power_law as fit_power_law,
     fit_rate as fit_rate,
+    fit_transition as fit_transition,
     loglog_slope as loglog_slope,
+    PowerLawFit as PowerLawFit,
+    transition_widths as transition_widths,
 )
 from ._analysis.phase import disagreement as disagreement
 from ._analysis.sharpness import (
@@ -18,7 +24,6 @@ from ._analysis.sharpness import (
     Sharpness as Sharpness,
     sharpness as sharpness,
     sharpness_along as sharpness_along,
-    state_from_coordinates as state_from_coordinates,
 )
 from ._dynamics import (
     AbstractDiscreteDynamics as AbstractDiscreteDynamics,
@@ -48,6 +53,7 @@ from ._generator.networks import (
     TwoLayerDIP as TwoLayerDIP,
     uniform_on_sphere as uniform_on_sphere,
 )
+from ._linalg import state_from_coordinates as state_from_coordinates
 from ._losses import (
     AbstractLoss as AbstractLoss,
     Huber as Huber,
@@ -62,9 +68,9 @@ from ._metrics import (
     ssim as ssim,
 )
 from ._objective import Objective as Objective
+from ._problem.blur import Blur as Blur
+from ._problem.imaging import AbstractImagingOperator as AbstractImagingOperator
 from ._problem.operators import (
-    AbstractImagingOperator as AbstractImagingOperator,
-    Blur as Blur,
     CompressedSensing as CompressedSensing,
     Denoising as Denoising,
     Inpainting as Inpainting,
@@ -89,12 +95,7 @@ from ._sweep import (
     save_dataset as save_dataset,
     sweep as sweep,
 )
-from ._theory.certificate import (
-    Certificate as Certificate,
-    certify as certify,
-    PathCertificate as PathCertificate,
-    TheoryConstants as TheoryConstants,
-)
+from ._theory.certificate import certify as certify
 from ._theory.overparam import (
     certified_width_curves as certified_width_curves,
     certified_widths as certified_widths,
@@ -103,6 +104,11 @@ from ._theory.recovery import (
     project_onto_reachable as project_onto_reachable,
     Recovery as Recovery,
     recovery as recovery,
+)
+from ._theory.results import (
+    Certificate as Certificate,
+    PathCertificate as PathCertificate,
+    TheoryConstants as TheoryConstants,
 )
 
 

@@ -1,5 +1,6 @@
-"""Matrix-free linear algebra for the theory layer: Lanczos and power iterations on operators
-given only by their action, in coordinates where the Euclidean norm is `‖θ − θ₀‖`."""
+"""Matrix-free linear algebra: Lanczos and power iterations on operators given only by their
+action (Hessians, Gram matrices of Jacobians), in coordinates where the Euclidean norm is
+`‖θ − θ₀‖`."""
 
 from collections.abc import Callable
 
@@ -12,16 +13,24 @@ from ._objective import Objective
 from ._typing import Array, Float, PRNGKeyArray, PyTree
 
 
-def state_from_coordinates(objective: Objective, c: Float[Array, " p"]) -> PyTree:
-    """The state `θ` whose isometric coordinates ([`flowdip.Objective.coordinates`][]) are `c`.
+def state_from_coordinates(objective: Objective, coords: Float[Array, " p"]) -> PyTree:
+    """The state `θ` whose isometric coordinates ([`flowdip.Objective.coordinates`][]) are
+    `coords`, i.e. `θ − θ₀` as saved in `Trajectory.params`.
 
-    On the reduced two-layer path `z = z₀ + ‖u‖ c`; otherwise the trainable leaves are
-    `θ₀ + c` unflattened.
+    On the reduced two-layer path `z = z₀ + ‖u‖ coords`; otherwise the trainable leaves are
+    `θ₀ + coords` unflattened.
+
+    **Arguments:**
+
+    - `objective`: the [`flowdip.Objective`][] the coordinates belong to.
+    - `coords`: the coordinates, flattened.
+
+    **Returns:** the state, as [`flowdip.Objective.initial_state`][] gives it.
     """
     if objective.reduced:
-        return objective.generator.z + jnp.sqrt(objective.u_norm2) * c
+        return objective.generator.z + jnp.sqrt(objective.u_norm2) * coords
     flat0, unravel = ravel_pytree(objective.initial_state())
-    return unravel(flat0 + c)
+    return unravel(flat0 + coords)
 
 
 def num_coordinates(objective: Objective) -> int:
@@ -37,6 +46,77 @@ def signal_map(objective: Objective) -> Callable[[Array], Array]:
     return lambda c: objective.signal(state_from_coordinates(objective, c))
 
 
+def lanczos(
+    matvec: Callable[[Array], Array], v0: Float[Array, " p"], num_iters: int
+) -> tuple[Float[Array, " m"], Float[Array, " p"]]:
+    """The Ritz values and the top Ritz vector of a symmetric operator known by its action,
+    after `m = min(num_iters, p)` Lanczos steps from `v0`.
+
+    Full reorthogonalisation (twice, for float round-off). With `m = p` the Ritz values are the
+    eigenvalues up to round-off; with fewer they bound the spectrum from inside. A breakdown
+    (an invariant subspace was found) ends the iteration: the Krylov space already holds every
+    eigenvalue that `v0` touches, extremes included.
+
+    **Arguments:**
+
+    - `matvec`: `v ↦ M v` on flat vectors of size `p`.
+    - `v0`: the start vector (any norm), e.g. the top Ritz vector of a nearby operator.
+    - `num_iters`: the number of Lanczos steps.
+
+    **Returns:** `(ritz_values, vector)`: the `m` Ritz values in increasing order and the unit
+    Ritz vector of the largest.
+    """
+    p = v0.shape[0]
+    m = min(num_iters, p)
+    dtype = v0.dtype
+    eps = jnp.finfo(dtype).eps
+    v0 = v0 / jnp.linalg.norm(v0)
+
+    def body(i, carry):
+        basis, alphas, betas, v, v_prev, beta_prev, alive, scale = carry
+        basis = basis.at[i].set(v)
+        w = matvec(v)
+        a = jnp.dot(v, w)
+        w = w - a * v - beta_prev * v_prev
+        w = w - basis.T @ (basis @ w)
+        w = w - basis.T @ (basis @ w)
+        b = jnp.linalg.norm(w)
+        scale = jnp.maximum(scale, jnp.abs(a) + b)
+        # After a breakdown the remaining diagonal entries repeat the first Rayleigh quotient,
+        # which lies inside the spectrum and so moves neither extreme Ritz value.
+        a = jnp.where(alive, a, alphas[0])
+        next_alive = alive & (b > 1e3 * eps * scale)
+        v_next = jnp.where(next_alive, w / jnp.where(next_alive, b, 1), 0)
+        b = jnp.where(next_alive, b, 0)
+        alphas = alphas.at[i].set(a)
+        betas = betas.at[i].set(b)
+        return basis, alphas, betas, v_next, v, b, next_alive, scale
+
+    zero = jnp.zeros((), dtype)
+    carry = (
+        jnp.zeros((m, p), dtype),
+        jnp.zeros((m,), dtype),
+        jnp.zeros((m,), dtype),
+        v0,
+        jnp.zeros_like(v0),
+        zero,
+        jnp.array(True),
+        zero,
+    )
+    basis, alphas, betas, *_ = jax.lax.fori_loop(0, m, body, carry)
+    off = betas[: m - 1]
+    T = jnp.diag(alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
+    evals, evecs = jnp.linalg.eigh(T)
+    vec = basis.T @ evecs[:, -1]
+    # A breakdown at the first step (`v0` is an eigenvector, e.g. a warm start at a nearby
+    # point) leaves a diagonal `T` whose entries all equal `λ`; `eigh` may then return a top
+    # eigenvector supported on the dead rows, whose basis vectors are zero. `v0` is the
+    # eigenvector in that case (a NaN vector would poison every later warm start).
+    norm = jnp.linalg.norm(vec)
+    vec = jnp.where(norm > 0, vec / jnp.where(norm > 0, norm, 1), v0)
+    return evals, vec
+
+
 def lanczos_extremes(
     matvec: Callable[[Array], Array],
     size: int,
@@ -45,45 +125,14 @@ def lanczos_extremes(
     num_iters: int | None = None,
     dtype=None,
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
-    """`(λ_min, λ_max)` of a symmetric positive semi-definite operator known by its action.
-
-    Lanczos with full reorthogonalisation; after `size` iterations it is exact up to round-off
-    (a breakdown, i.e. an invariant subspace, restarts from a fresh random vector orthogonal
-    to the basis). With fewer iterations the Ritz values bound the spectrum from inside:
-    `λ_min` from above, `λ_max` from below.
+    """`(λ_min, λ_max)` of a symmetric positive semi-definite operator known by its action:
+    `lanczos` from a random start, `size` steps by default (exact up
+    to round-off). With fewer steps `λ_min` is bounded from above and `λ_max` from below.
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
     iters = size if num_iters is None else min(num_iters, size)
-    k_start, k_restart = jr.split(key)
-    q0 = jr.normal(k_start, (size,), dtype)
-    q0 = q0 / jnp.linalg.norm(q0)
-    Q = jnp.zeros((iters + 1, size), dtype).at[0].set(q0)
-
-    def orthogonalise(v, Q):
-        for _ in range(2):  # twice is enough (Kahan–Parlett)
-            v = v - Q.T @ (Q @ v)
-        return v
-
-    def body(j, carry):
-        Q, alpha, beta = carry
-        q = Q[j]
-        w = matvec(q)
-        a = jnp.dot(q, w)
-        w = orthogonalise(w, Q)
-        b = jnp.linalg.norm(w)
-        scale = jnp.maximum(jnp.abs(a), 1e-300)
-        fresh = orthogonalise(jr.normal(jr.fold_in(k_restart, j), (size,), dtype), Q)
-        fresh = fresh / jnp.maximum(jnp.linalg.norm(fresh), 1e-300)
-        broke = b <= 1e3 * jnp.finfo(dtype).eps * scale
-        nxt = jnp.where(broke, fresh, w / jnp.where(broke, 1, b))
-        return Q.at[j + 1].set(nxt), alpha.at[j].set(a), beta.at[j].set(jnp.where(broke, 0, b))
-
-    alpha = jnp.zeros((iters,), dtype)
-    beta = jnp.zeros((iters,), dtype)
-    Q, alpha, beta = jax.lax.fori_loop(0, iters, body, (Q, alpha, beta))
-    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    lam = jnp.linalg.eigvalsh(T)
-    return jnp.maximum(lam[0], 0), lam[-1]
+    evals, _ = lanczos(matvec, jr.normal(key, (size,), dtype), iters)
+    return jnp.maximum(evals[0], 0), evals[-1]
 
 
 def power_norm(

@@ -17,36 +17,7 @@ from .._dynamics import (
 from .._objective import Objective
 from .._solve import solve, Trajectory
 from .._typing import Array, Bool, checked, Float
-
-
-def fit_rate(
-    ts: Float[Array, " T"],
-    loss: Float[Array, " T"],
-    valid: Bool[Array, " T"] | None = None,
-    *,
-    floor: float | None = None,
-) -> Float[Array, ""]:
-    """Fitted exponential rate `r` of `loss ≈ c·e^{−r t}`: minus the least-squares slope of
-    `log loss` against `t`.
-
-    Points that are invalid, non-finite, or below `floor` (default: `1e3·eps·max(loss)`, where
-    round-off takes over) are left out; NaN when fewer than two points remain.
-    """
-    eps = float(jnp.finfo(loss.dtype).eps)
-    ok = jnp.isfinite(loss) & (loss > 0)
-    if valid is not None:
-        ok = ok & valid
-    top = jnp.max(jnp.where(ok, loss, 0))
-    ok = ok & (loss > (1e3 * eps * top if floor is None else floor))
-    w = ok.astype(loss.dtype)
-    count = jnp.sum(w)
-    logl = jnp.log(jnp.where(ok, loss, 1))
-    tbar = jnp.sum(w * ts) / jnp.maximum(count, 1)
-    lbar = jnp.sum(w * logl) / jnp.maximum(count, 1)
-    sxx = jnp.sum(w * (ts - tbar) ** 2)
-    sxy = jnp.sum(w * (ts - tbar) * (logl - lbar))
-    slope = sxy / jnp.where(sxx > 0, sxx, 1)
-    return jnp.where((count >= 2) & (sxx > 0), -slope, jnp.nan)
+from .fits import fit_rate, loglog_slope
 
 
 class Comparison(eqx.Module):
@@ -138,16 +109,6 @@ class ConvergenceOrder(eqx.Module):
     intercept: Float[Array, ""]
     flow_loss: Float[Array, ""]
     label: str = eqx.field(static=True, default="gradient flow")
-
-
-def loglog_slope(
-    x: Float[Array, " S"], y: Float[Array, " S"]
-) -> tuple[Float[Array, ""], Float[Array, ""]]:
-    """Least-squares `(slope, intercept)` of `log y` against `log x`."""
-    lx, ly = jnp.log(x), jnp.log(y)
-    A = jnp.stack([lx, jnp.ones_like(lx)], axis=1)
-    coef, *_ = jnp.linalg.lstsq(A, ly)
-    return coef[0], coef[1]
 
 
 @checked

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jax.flatten_util import ravel_pytree
 
+from .._linalg import lanczos, state_from_coordinates
 from .._objective import Objective
 from .._solve import Trajectory
 from .._typing import Array, checked, Float, PyTree
@@ -38,60 +39,6 @@ def hessian_vector_product(objective: Objective, state: PyTree, v: PyTree) -> Py
     `W`-Hessian (which acts as `H ↦ (∇²_z F H u) uᵀ`), so the sharpness is that of `F` in `W`.
     """
     return jax.jvp(objective.gradient, (state,), (v,))[1]
-
-
-def _lanczos(matvec, v0: Array, num_iters: int) -> Sharpness:
-    """Lanczos with full reorthogonalisation (twice, for float round-off), `num_iters` steps."""
-    p = v0.shape[0]
-    m = min(num_iters, p)
-    dtype = v0.dtype
-    eps = jnp.finfo(dtype).eps
-    v0 = v0 / jnp.linalg.norm(v0)
-
-    def body(i, carry):
-        basis, alphas, betas, v, v_prev, beta_prev, alive, scale = carry
-        basis = basis.at[i].set(v)
-        w = matvec(v)
-        a = jnp.dot(v, w)
-        w = w - a * v - beta_prev * v_prev
-        w = w - basis.T @ (basis @ w)
-        w = w - basis.T @ (basis @ w)
-        b = jnp.linalg.norm(w)
-        scale = jnp.maximum(scale, jnp.abs(a) + b)
-        # After a breakdown (an invariant subspace was found) the remaining diagonal entries
-        # repeat the first Rayleigh quotient, which lies inside the spectrum and so moves
-        # neither extreme Ritz value.
-        a = jnp.where(alive, a, alphas[0])
-        next_alive = alive & (b > 1e3 * eps * scale)
-        v_next = jnp.where(next_alive, w / jnp.where(next_alive, b, 1), 0)
-        b = jnp.where(next_alive, b, 0)
-        alphas = alphas.at[i].set(a)
-        betas = betas.at[i].set(b)
-        return basis, alphas, betas, v_next, v, b, next_alive, scale
-
-    zero = jnp.zeros((), dtype)
-    carry = (
-        jnp.zeros((m, p), dtype),
-        jnp.zeros((m,), dtype),
-        jnp.zeros((m,), dtype),
-        v0,
-        jnp.zeros_like(v0),
-        zero,
-        jnp.array(True),
-        zero,
-    )
-    basis, alphas, betas, *_ = jax.lax.fori_loop(0, m, body, carry)
-    off = betas[: m - 1]
-    T = jnp.diag(alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
-    evals, evecs = jnp.linalg.eigh(T)
-    vec = basis.T @ evecs[:, -1]
-    # A breakdown at the first step (`v0` is an eigenvector, e.g. a warm start at a nearby
-    # point) leaves a diagonal `T` whose entries all equal `λ`; `eigh` may then return a top
-    # eigenvector supported on the dead rows, whose basis vectors are zero. `v0` is the
-    # eigenvector in that case (a NaN vector would poison every later warm start).
-    norm = jnp.linalg.norm(vec)
-    vec = jnp.where(norm > 0, vec / jnp.where(norm > 0, norm, 1), v0)
-    return Sharpness(value=evals[-1], vector=vec, smallest=evals[0])
 
 
 @checked
@@ -130,7 +77,8 @@ def sharpness(
     def matvec(v):
         return ravel_pytree(hessian_vector_product(objective, state, unravel(v)))[0]
 
-    return _lanczos(matvec, init.astype(flat.dtype), num_iters)
+    values, vector = lanczos(matvec, init.astype(flat.dtype), num_iters)
+    return Sharpness(value=values[-1], vector=vector, smallest=values[0])
 
 
 @checked
@@ -160,15 +108,6 @@ def gauss_newton_sharpness(objective: Objective, state: PyTree) -> Float[Array, 
     root = (Q * jnp.sqrt(jnp.maximum(lam, 0))[None, :]) @ Q.T
     M = root @ (J @ J.T) @ root
     return scale * jnp.linalg.eigvalsh(M)[-1]
-
-
-def state_from_coordinates(objective: Objective, coords: Float[Array, " p"]) -> PyTree:
-    """The state whose [`flowdip.Objective.coordinates`][] are `coords` (`θ − θ₀` as saved in
-    `Trajectory.params`)."""
-    if objective.reduced:
-        return objective.generator.z + coords * jnp.sqrt(objective.u_norm2)
-    flat0, unravel = ravel_pytree(objective.initial_state())
-    return unravel(flat0 + coords)
 
 
 @checked

@@ -11,7 +11,8 @@ from .._losses import AbstractLoss
 from .._objective import Objective
 from .._solve import Trajectory
 from .._typing import Array, Bool, checked, Float, RealScalarLike
-from .certificate import Certificate, certify
+from .certificate import certify
+from .results import Certificate
 
 
 class Recovery(eqx.Module):

@@ -165,5 +165,5 @@ def descent_and_flow(out, *, seed: int = 0) -> dict[str, pathlib.Path]:
     paths = {"figure": out / "certificate.png", "table": out / "certificate.txt"}
     fig.savefig(paths["figure"], dpi=80)
     plt.close(fig)
-    paths["table"].write_text(certify(obj, trajectory=gd).table() + "\n")
+    paths["table"].write_text(plot.certificate_table(certify(obj, trajectory=gd)) + "\n")
     return paths

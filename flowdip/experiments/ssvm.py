@@ -170,7 +170,9 @@ def _check_fresh(options: SSVMOptions) -> None:
         )
 
 
-def _figure(ds, name: str, y: str, law: str, out: pathlib.Path) -> tuple[pathlib.Path, dict]:
+def _figure(ds, name: str, y: str, law: str, out: pathlib.Path):
+    from .._analysis.fits import fit_transition
+
     fig = plt.figure(figsize=(7.2, 5.4), layout="constrained")
     ax = plot.phase_diagram(ds, x="k", y=y, ax=fig.gca(), theory=law)
     config = json.loads(ds.attrs.get("config", "{}"))
@@ -181,14 +183,16 @@ def _figure(ds, name: str, y: str, law: str, out: pathlib.Path) -> tuple[pathlib
     path = out / f"ssvm-{name.lower().replace(' ', '')}.png"
     fig.savefig(path, dpi=130)
     plt.close(fig)
-    return path, ax.fitted_laws
+    return path, fit_transition(ds, law, x="k", y=y)
 
 
-def _summary(ds, y: str, law: str, fitted: dict, wall: float | None) -> str:
+def _summary(ds, y: str, law: str, fit, wall: float | None) -> str:
+    from .._analysis.fits import transition_widths
+
     freq = ds["converged"].mean("seed")
     freq = freq.squeeze([d for d in freq.dims if d not in (y, "k")]).transpose(y, "k")
     ys, ks = freq[y].values, freq["k"].values
-    widths = plot.transition_widths(freq.values, ks)
+    widths = transition_widths(freq.values, ks)
     lines = [
         f"success frequency (rows: {y}, columns: k); runs per cell: {ds.sizes['seed']}",
         f"{y:>6} |" + "".join(f"{int(k):>7}" for k in ks) + "  | smallest k with freq >= 0.5",
@@ -197,7 +201,7 @@ def _summary(ds, y: str, law: str, fitted: dict, wall: float | None) -> str:
         row = "".join("      -" if np.isnan(v) else f"{v:7.2f}" for v in freq.values[j])
         width = "-" if np.isnan(widths[j]) else f"{widths[j]:g}"
         lines.append(f"{int(yv):>6} |{row}  | {width}")
-    c, free, used = fitted.get(law, (np.nan, np.nan, 0))
+    c, free, used = fit.coefficient, fit.free_exponent, fit.rows_used
     lines.append("")
     lines.append(
         f"fit {law}: c = {c:.4g} over {used} rows with a crossing inside the grid; "

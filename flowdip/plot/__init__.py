@@ -1,11 +1,10 @@
-"""Matplotlib figures of results: data in, figures out.
+"""Matplotlib figures and text reports of results: data in, figures (or text) out.
 
 Plots are functions of results, never of live runs.
 """
 
 from .plots import (
     certificate as certificate,
-    fit_power_law as fit_power_law,
     gap_over_time as gap_over_time,
     gap_vs_step_size as gap_vs_step_size,
     label_of as label_of,
@@ -13,5 +12,5 @@ from .plots import (
     phase_diagram as phase_diagram,
     recovery as recovery,
     trajectories as trajectories,
-    transition_widths as transition_widths,
 )
+from .report import certificate_table as certificate_table

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from .._analysis.compare import Comparison, ConvergenceOrder  # noqa: E402
+from .._analysis.fits import fit_transition, FITTED_LAWS, success_frequency  # noqa: E402
 from .._solve import Trajectory  # noqa: E402
 
 
@@ -97,7 +98,6 @@ def trajectories(comparison: Comparison):
 
 # -- phase diagrams of sweeps -------------------------------------------------------------------
 _AXIS_LABELS = {"k": "width k", "n": "signal size n", "m": "measurements m", "d": "input size d"}
-_FITTED = {"k ∝ n²": ("n", 2.0), "k ∝ m": ("m", 1.0)}
 _SUPERSCRIPTS = {1.0: "", 2.0: "²", 3.0: "³"}
 
 
@@ -110,57 +110,6 @@ def _cell_edges(values: np.ndarray, log: bool) -> np.ndarray:
         inner = (v[1:] + v[:-1]) / 2
         mid = np.concatenate([[2 * v[0] - inner[0]], inner, [2 * v[-1] - inner[-1]]])
     return np.exp(mid) if log else mid
-
-
-def transition_widths(freq: np.ndarray, x_values: np.ndarray) -> np.ndarray:
-    """The 50% crossing along each row of a success-frequency table: for row `i`, the
-    smallest `x_values[j]` with `freq[i, j] ≥ 0.5`, an upper bound of the crossing within one
-    grid step.
-
-    **Arguments:**
-
-    - `freq`: success frequencies, shape `(rows, len(x_values))` (NaN for cells not run).
-    - `x_values`: the grid values along the columns, increasing.
-
-    **Returns:** one value per row; NaN where the row has no crossing inside the grid (it never
-    reaches 0.5, or it is already at or above 0.5 in its first column, so the crossing lies
-    below the grid).
-    """
-    freq = np.asarray(freq, dtype=float)
-    x_values = np.asarray(x_values, dtype=float)
-    out = np.full(freq.shape[0], np.nan)
-    for i, row in enumerate(freq):
-        above = np.nan_to_num(row, nan=0.0) >= 0.5
-        if above.any() and not above[0]:
-            out[i] = x_values[np.argmax(above)]
-    return out
-
-
-def fit_power_law(
-    y_values: np.ndarray, widths: np.ndarray, exponent: int | float
-) -> tuple[float, float, int]:
-    """Fits `width = c · y^exponent` by least squares in log space (the exponent fixed), and
-    the free exponent of `log width` against `log y`.
-
-    **Arguments:**
-
-    - `y_values`: the row values (e.g. `n`), positive.
-    - `widths`: the crossing width of each row (NaN rows are left out),
-      see [`flowdip.plot.transition_widths`][].
-    - `exponent`: the fixed exponent of the law (2 for `k ∝ n²`, 1 for `k ∝ m`).
-
-    **Returns:** `(c, free_exponent, rows_used)`; `c` is NaN with no usable row,
-    `free_exponent` NaN with fewer than two rows that differ in `y`.
-    """
-    y = np.asarray(y_values, dtype=float)
-    w = np.asarray(widths, dtype=float)
-    ok = np.isfinite(w) & (w > 0) & (y > 0)
-    if not ok.any():
-        return float("nan"), float("nan"), 0
-    ly, lw = np.log(y[ok]), np.log(w[ok])
-    c = float(np.exp(np.mean(lw - exponent * ly)))
-    free = float(np.polyfit(ly, lw, 1)[0]) if len(np.unique(ly)) >= 2 else float("nan")
-    return c, free, int(ok.sum())
 
 
 def phase_diagram(
@@ -191,49 +140,20 @@ def phase_diagram(
     - `theory`: lines to draw over the map. Either a mapping `label -> f`, where `f(y_values)`
       gives the `x` value of the line at each `y` value, or one (or a list) of the fitted laws
       `"k ∝ n²"` and `"k ∝ m"`: the law `k = c·y^p` is fitted by least squares in log space to
-      the crossing width of each row (the smallest `k` with frequency ≥ 0.5, see
-      [`flowdip.plot.transition_widths`][]) and drawn dashed, with the fitted `c` (and the
-      free-exponent fit) in the legend.
+      the crossing width of each row (the smallest `k` with frequency ≥ 0.5) by
+      [`flowdip.fit_transition`][] and drawn dashed, with the fitted `c` (and the
+      free-exponent fit) in the legend; call that function for the numbers.
     - `log`: logarithmic axes.
 
-    **Returns:** the `Axes`. The fitted constants are also stored on it, as
-    `ax.fitted_laws = {law: (c, free_exponent, rows_used)}`.
+    **Returns:** the `Axes`.
 
     **Raises:** `ValueError` if more than two dimensions (besides `seed`) vary, or if `x` or
     `y` is not one of them.
     """
-    if "converged" not in ds:
-        raise ValueError("phase_diagram needs a dataset with a `converged` variable.")
-    conv = ds["converged"]
-    if "seed" not in conv.dims:
-        raise ValueError(f"`converged` has no `seed` dimension (its dims: {conv.dims}).")
-    runs = int(conv.sizes["seed"])
-    freq_da = conv.astype(float).mean("seed", skipna=True)
-    varying = [dim for dim in freq_da.dims if freq_da.sizes[dim] > 1]
-    if len(varying) > 2:
-        raise ValueError(
-            f"phase_diagram draws two varying dimensions; this dataset varies in {len(varying)} "
-            f"({', '.join(f'{d}: {freq_da.sizes[d]} values' for d in varying)}). Select one "
-            "value of the others first, e.g. `ds.sel(m=10)` or `ds.isel(n=[0])`."
-        )
-    if x not in freq_da.dims:
-        raise ValueError(f"x={x!r} is not a dimension of the dataset ({list(freq_da.dims)}).")
-    if y is None:
-        candidates = [d for d in ("n", "m") if d != x and d in varying]
-        candidates = candidates or [d for d in varying if d != x]
-        if len(candidates) != 1:
-            raise ValueError(
-                f"Cannot choose y: the varying dimensions besides x={x!r} are {candidates}; "
-                "pass y=…."
-            )
-        y = candidates[0]
-    if y not in freq_da.dims or y == x:
-        raise ValueError(f"y={y!r} must be a dimension of the dataset other than x={x!r}.")
-    fixed = {d: freq_da[d].values.item() for d in freq_da.dims if d not in (x, y)}
-    freq_da = freq_da.squeeze([d for d in fixed]).transpose(y, x)
-    xs = np.asarray(freq_da[x].values, dtype=float)
-    ys = np.asarray(freq_da[y].values, dtype=float)
-    freq = np.ma.masked_invalid(np.asarray(freq_da.values, dtype=float))
+    table = success_frequency(ds, x, y)
+    x, y, fixed, runs = table.x, table.y, table.fixed, table.runs
+    xs, ys = table.x_values, table.y_values
+    freq = np.ma.masked_invalid(table.frequency)
 
     if ax is None:
         ax = plt.figure(figsize=(6.4, 4.8), layout="constrained").gca()
@@ -257,7 +177,6 @@ def phase_diagram(
         ax.contour(xs, ys, freq, levels=[0.5], colors="white", linewidths=1.8)
         handles.append(matplotlib.lines.Line2D([], [], color="white", lw=1.8, label="50% success"))
 
-    fitted = {}
     if theory is not None:
         if isinstance(theory, str):
             theory = [theory]
@@ -266,9 +185,9 @@ def phase_diagram(
         else:
             items = []
             for law in theory:
-                if law not in _FITTED:
+                if law not in FITTED_LAWS:
                     raise ValueError(
-                        f"Unknown theory law {law!r}; give one of {list(_FITTED)} or a mapping "
+                        f"Unknown theory law {law!r}; give one of {list(FITTED_LAWS)} or a mapping "
                         "label -> callable."
                     )
                 items.append((law, None))
@@ -277,13 +196,8 @@ def phase_diagram(
         for j, (label, fn) in enumerate(items):
             color = colors[j % len(colors)]
             if fn is None:
-                dim, power = _FITTED[label]
-                if dim != y:
-                    raise ValueError(
-                        f"The law {label!r} needs y={dim!r}; this diagram has y={y!r}."
-                    )
-                c, free, used = fit_power_law(ys, transition_widths(freq.filled(np.nan), xs), power)
-                fitted[label] = (c, free, used)
+                fit = fit_transition(ds, label, x=x, y=y)
+                c, free, power = fit.coefficient, fit.free_exponent, fit.exponent
                 if not np.isfinite(c):
                     continue
                 free_text = (
@@ -298,7 +212,6 @@ def phase_diagram(
             handles.append(line)
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
-    ax.fitted_laws = fitted
 
     ax.set_xlabel(_AXIS_LABELS.get(x, x))
     ax.set_ylabel(_AXIS_LABELS.get(y, y))
