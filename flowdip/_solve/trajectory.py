@@ -5,7 +5,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from .._generator.networks import AbstractGenerator
-from .._typing import Array, Bool, Float, Int, PyTree
+from .._typing import Array, ArrayLike, Bool, Float, Int, PyTree
 
 
 class RESULTS(dfx.RESULTS):  # pyright: ignore
@@ -92,7 +92,7 @@ class Trajectory(eqx.Module):
         idx = jnp.maximum(jnp.sum(self.valid) - 1, 0)
         return self.recovery_error[idx]
 
-    def at_saves(self, idx: Int[Array, " S"]) -> "Trajectory":
+    def at_saves(self, idx: Int[ArrayLike, " S"]) -> "Trajectory":
         """The same run with only the saves `idx` (e.g. the flow at a descent's save times)."""
         per_save = (
             "ts",
@@ -104,6 +104,7 @@ class Trajectory(eqx.Module):
             "params",
             "signal",
         )
+        idx = jnp.asarray(idx)
         present = [f for f in per_save if getattr(self, f) is not None]
         return eqx.tree_at(
             lambda t: [getattr(t, f) for f in present],
