@@ -1,4 +1,4 @@
-"""Loss families with the Kurdyka–Łojasiewicz (KL) property (THEORY.md §1.5, §6).
+"""Loss families with the Kurdyka–Łojasiewicz (KL) property (docs/theory.md §4).
 
 Every loss `ℓ_y(v)` here has minimum 0 at `v = y` and satisfies the KL inequality
 `ψ'(ℓ_y(v)) · ‖∇ℓ_y(v)‖ ≥ 1` with its desingularising function `ψ`. The rate function `Ψ` is a
@@ -67,7 +67,7 @@ class AbstractLoss(eqx.Module):
 
     @property
     def gradient_lipschitz(self) -> bool:
-        """Whether `∇ℓ_y` is globally Lipschitz (gradient descent needs it, THEORY.md §4)."""
+        """Whether `∇ℓ_y` is globally Lipschitz (gradient descent needs it, docs/theory.md §8)."""
         return self.gradient_lipschitz_constant is not None
 
     def psi_prime(self, s: Float[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
@@ -115,7 +115,7 @@ class AbstractLoss(eqx.Module):
     def predicted_loss(
         self, loss0: RealScalarLike, kappa: RealScalarLike, t: Float[ArrayLike, "*shape"]
     ) -> Float[Array, "*shape"]:
-        """The KL bound `Ψ⁻¹(Ψ(ℓ₀) + κ t)` on the loss at time `t` (THEORY.md §1.5).
+        """The KL bound `Ψ⁻¹(Ψ(ℓ₀) + κ t)` on the loss at time `t` (docs/theory.md §4).
 
         **Arguments:**
 

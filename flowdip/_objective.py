@@ -17,7 +17,7 @@ class Objective(eqx.Module):
     Every dynamics reads the same vector field `−∇F` from here. The *state* a dynamics moves is
     either the trainable part of the generator (the generic path, gradients by autodiff) or,
     for a [`flowdip.TwoLayerDIP`][] that trains only `W`, the pre-activations `z = W u ∈ ℝᵏ`
-    (the exact reduced path of THEORY.md §1.4: every gradient in `W` is `(·) uᵀ`, so only `z`
+    (the exact reduced path of docs/theory.md §3.2: every gradient in `W` is `(·) uᵀ`, so only `z`
     moves, at `O(mk)` per step with `B = A V/√k` precomputed). The reduced path is chosen
     automatically where it applies; [`flowdip.Objective.lift`][] maps a state back to a
     generator.

@@ -15,7 +15,7 @@ import flowdip as fd
 ACTIVATIONS = [fd.Sigmoid(), fd.Tanh(), fd.Softplus()]
 IDS = ["sigmoid", "tanh", "softplus"]
 
-# THEORY.md §1.3, as printed: (B, C, C_φ, C_φ'), each with the number of printed decimals.
+# docs/theory.md §3.1, as printed: (B, C, C_φ, C_φ'), each with the number of printed decimals.
 TABLE = {
     "Sigmoid": ((0.25, 2), (0.096225, 6), (0.541645, 6), (0.211746, 6)),
     "Tanh": ((1.0, 0), (0.769800, 6), (0.627929, 6), (0.681471, 6)),
@@ -102,7 +102,7 @@ def test_constants_match_theory_table(act):
 
 
 def test_closed_form_constants():
-    # Exact values quoted in THEORY.md §1.3.
+    # Exact values quoted in docs/theory.md §3.1.
     assert fd.Sigmoid().C == pytest.approx(1 / (6 * math.sqrt(3)), rel=1e-15)
     assert fd.Tanh().C == pytest.approx(4 / (3 * math.sqrt(3)), rel=1e-15)
     # Softplus' = sigmoid, so C_φ'(softplus) = C_φ(sigmoid) and C(softplus) = B(sigmoid).

@@ -102,7 +102,7 @@ def test_loss_is_zero_exactly_at_y(loss):
 @pytest.mark.parametrize("batch, m", [(0, 1), (1, 20), (2, 20)])
 @pytest.mark.parametrize("index", range(len(LOSSES)), ids=IDS)
 def test_kl_inequality(index, batch, m):
-    # Property test: ψ'(ℓ(v)) ‖∇ℓ(v)‖ ≥ 1 on 5000 random points (THEORY.md §1.5, §6), with
+    # Property test: ψ'(ℓ(v)) ‖∇ℓ(v)‖ ≥ 1 on 5000 random points (docs/theory.md §4), with
     # supports of 1, 2, 3, 5 and 20 coordinates mixed in the m = 20 batches.
     loss = LOSSES[index]
     value, gradient, _, psi_prime = _results(index, batch)
@@ -202,7 +202,7 @@ def test_predicted_loss_mse_is_exponential():
 
 @pytest.mark.parametrize("p", [1.5, 2.0, 3.0])
 def test_predicted_loss_power_family_closed_form(p):
-    # THEORY.md §1.5 with α = 1/p, c = p^{1/p}.
+    # docs/theory.md §4 with α = 1/p, c = p^{1/p}.
     loss0, kappa = 2.0, 0.3
     alpha, c = 1 / p, p ** (1 / p)
     c2a2 = c**2 * alpha**2

@@ -134,7 +134,7 @@ def test_sigma_min_matches_svd(act):
 
 
 def test_sigma_min_vanishes_when_k_below_n():
-    # rank J ≤ k < n (THEORY.md §1.4): the Gram matrix is singular.
+    # rank J ≤ k < n (docs/theory.md §3.2): the Gram matrix is singular.
     full = _net()
     k = 4  # keep the first four hidden units: k = 4 < n = 6
     net = fd.TwoLayerDIP(u=full.u, W=full.W[:k], V=full.V[:, :k], activation=full.activation)

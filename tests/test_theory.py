@@ -45,7 +45,7 @@ def test_closed_form_sigma0_and_composite_match_autodiff(small):
     for cert in (closed, auto):
         assert np.isclose(cert.sigma0, sv[-1], rtol=1e-9)
         assert np.isclose(cert.composite_sigma0, sv_comp[-1], rtol=1e-9)
-    # The composite NTK is at least σ_A σ₀ (THEORY §7.1.2).
+    # The composite NTK is at least σ_A σ₀ (docs/theory.md §10.1).
     assert closed.composite_sigma0 >= closed.sigma_A * closed.sigma0 * (1 - 1e-12)
     assert np.isclose(closed.sigma_A, jnp.linalg.svd(A, compute_uv=False)[-1], rtol=1e-12)
     assert "lip_J" in auto.estimates and "lip_J" not in closed.estimates
@@ -89,7 +89,7 @@ def test_hvp_estimate_of_L_below_closed_form_bound(small):
         c = fd._linalg.random_in_ball(jr.key(i), p, closed.R)
         H = hessian(c)
         assert float(jnp.max(jnp.abs(jnp.linalg.eigvalsh(H)))) <= float(closed.L_bound)
-    # Default step size and discretisation constant (THEORY §4.1–4.2).
+    # Default step size and discretisation constant (docs/theory.md §8.1–§8.2).
     assert np.isclose(closed.step_size, 1 / closed.L_bound)
     assert np.isclose(closed.c_gamma, 0.5)
 
@@ -106,7 +106,7 @@ def test_matrix_free_certificate_marks_estimates(small):
 
 def test_mse_formulas_and_widths(small):
     obj, cert, _ = small
-    # R, R', κ and the flow's MSE bound in closed form (THEORY §2.2, §1.5).
+    # R, R', κ and the flow's MSE bound in closed form (docs/theory.md §6.2, §4).
     y0 = obj.problem.forward(obj.signal(obj.initial_state()))
     r0 = float(jnp.linalg.norm(y0 - obj.problem.y))
     s_a, s0 = float(cert.sigma_A), float(cert.sigma0)
@@ -122,7 +122,8 @@ def test_mse_formulas_and_widths(small):
     # The realised threshold is exactly where R' = R (the closed-form Lip uses max_j‖V_j‖).
     assert np.isclose(float(cert.R_prime / cert.R) ** 2, cert.width_threshold / cert.width)
     assert np.isclose(cert.width_threshold_descent, cert.width_threshold / 0.25)
-    # Chernoff width at δ = 3/4, failure 1/n: 4.96 n D² B² ln n / C_φ'² (THEORY §3.4 step 1).
+    # Chernoff width at δ = 3/4, failure 1/n: 4.96 n D² B² ln n / C_φ'²
+    # (docs/theory.md §7.4 step 1).
     act = fd.Sigmoid()
     n = obj.problem.n
     k_ch = 4.958 * n * act.B**2 * math.log(n) / act.C_phi_prime**2

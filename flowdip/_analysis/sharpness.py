@@ -86,7 +86,7 @@ def gauss_newton_sharpness(objective: Objective, state: PyTree) -> Float[Array, 
     """`λ_max` of the Gauss–Newton part `Jᵀ ∇²ℓ J` of the Hessian (`J` the Jacobian of
     `θ ↦ A g(u, θ)`), the part that does not depend on the residual.
 
-    On the reduced two-layer path it is in closed form (THEORY.md §4.3):
+    On the reduced two-layer path it is in closed form (docs/theory.md §8.3):
     `‖u‖² λ_max(H^{1/2} B diag(φ'(z)²) Bᵀ H^{1/2})` with `B = A V/√k` and `H = ∇²ℓ` (the
     identity for the MSE), an `m × m` eigenproblem; otherwise `J` comes from autodiff.
 

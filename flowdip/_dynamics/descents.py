@@ -45,7 +45,7 @@ class GradientDescent(AbstractDiscreteDynamics):
 
 
 class InertialDescent(AbstractDiscreteDynamics):
-    r"""The explicit inertial algorithm (THEORY.md §5) that discretises
+    r"""The explicit inertial algorithm (docs/theory.md §9) that discretises
     [`flowdip.InertialFlow`][] with step `h` (one step is time `h`):
 
     $$\theta_{j+1} = \theta_j + (1 - \alpha h)(\theta_j - \theta_{j-1})
@@ -54,7 +54,8 @@ class InertialDescent(AbstractDiscreteDynamics):
     started at rest (`θ_{−1} = θ₀`). It is consistent of order one with the inertial ODE, and
     with `β = 0` it is Polyak's heavy ball with learning rate `h²` and momentum `1 − αh`. One
     gradient per step: the previous gradient is carried in the state `(θ_j, θ_{j−1},
-    ∇F(θ_{j−1}))`. (P4's own algorithm, with an adaptive step, is not known; THEORY.md §8.10.)
+    ∇F(θ_{j−1}))`. (P4's own algorithm, with an adaptive step, is not known; docs/theory.md
+    §13 item 10.)
 
     **Arguments:**
 

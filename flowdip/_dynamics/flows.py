@@ -152,7 +152,7 @@ class ModifiedFlow(AbstractFlow):
 
 
 class InertialFlow(AbstractFlow):
-    r"""The inertial dynamics of P4 (THEORY.md §5), with viscous damping `α` and
+    r"""The inertial dynamics of P4 (docs/theory.md §9), with viscous damping `α` and
     Hessian-driven damping `β`:
 
     $$\theta'' + \alpha\theta' + \beta\nabla^2F(\theta)\,\theta' + \nabla F(\theta) = 0,

@@ -1,4 +1,4 @@
-"""Smooth activations with the constants the two-layer theory needs (THEORY.md §1.3).
+"""Smooth activations with the constants the two-layer theory needs (docs/theory.md §3.1).
 
 Each activation knows its first and second derivatives in closed form and its constants
 `B = sup|φ'|`, `C = sup|φ''|` (closed forms), and the Gaussian moments

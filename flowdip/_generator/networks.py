@@ -85,7 +85,7 @@ class AbstractGenerator(eqx.Module):
 
 
 class TwoLayerDIP(AbstractGenerator):
-    """The two-layer DIP of P1–P3: `g(u, W) = V φ(W u)/√k` (THEORY.md §1.3).
+    """The two-layer DIP of P1–P3: `g(u, W) = V φ(W u)/√k` (docs/theory.md §3.1).
 
     **Fields:**
 
@@ -170,7 +170,7 @@ class TwoLayerDIP(AbstractGenerator):
 
     @property
     def z(self) -> Float[Array, " k"]:
-        """Pre-activations `z = W u`, the only quantity the dynamics move (THEORY.md §1.4)."""
+        """Pre-activations `z = W u`, the only quantity the dynamics move (docs/theory.md §3.2)."""
         return self.W @ self.u
 
     def __call__(self) -> Float[Array, " n"]:

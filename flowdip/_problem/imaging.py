@@ -108,7 +108,7 @@ class AbstractImagingOperator(lx.AbstractLinearOperator):
         return self.singular_values()[0]
 
     def sigma_min(self) -> Float[Array, ""]:
-        """`σ_A`, the smallest singular value among the `min(m, n)` (THEORY.md §1.1; it is
+        """`σ_A`, the smallest singular value among the `min(m, n)` (docs/theory.md §2.1; it is
         the smallest non-zero one when `A` has full rank, as all operators here do)."""
         return self.singular_values()[-1]
 

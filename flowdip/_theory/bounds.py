@@ -75,7 +75,7 @@ def hessian_norm(objective: Objective, c: Array, key: PRNGKeyArray, iters: int) 
 
 
 def two_layer_L_bound(objective: Objective, norm_A: Array, rho: Array) -> Array:
-    """The closed-form bound of THEORY.md §4.3 on `Lip(∇F)` over `B(θ₀, ρ)` (two-layer net,
+    """The closed-form bound of docs/theory.md §8.3 on `Lip(∇F)` over `B(θ₀, ρ)` (two-layer net,
     loss with an `L_ℓ`-Lipschitz gradient), from the exact z-space Hessian
     `J_zᵀAᵀ∇²ℓ A J_z + diag(φ''(z) ⊙ VᵀAᵀ∇ℓ)/√k`, times `‖u‖²` for `W`."""
     net = objective.generator

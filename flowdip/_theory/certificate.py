@@ -1,11 +1,11 @@
 """Theory certificates: the quantities of the convergence theorems for one concrete instance
-(THEORY.md §1–§4, §7), and what a run did against them.
+(docs/theory.md §2–§10), and what a run did against them.
 
 Every number of a [`flowdip.Certificate`][] carries the formula it came from
 ([`flowdip.plot.certificate_table`][] prints them). The two-layer DIP uses closed forms; any
 other generator uses autodiff with matrix-free eigensolvers, and quantities that are only
-sampled are labelled as estimates. The constants that THEORY.md marks as derived or recalled
-are the fields of [`flowdip.TheoryConstants`][], with the stated values as defaults.
+sampled are labelled as estimates. The constants that docs/theory.md §1.2 marks as derived or
+recalled are the fields of [`flowdip.TheoryConstants`][], with the stated values as defaults.
 """
 
 import math
@@ -57,7 +57,7 @@ def _closed_form_applies(objective: Objective) -> bool:
 
 
 def _two_layer_sigma(objective: Objective, state) -> Array:
-    """`σ_min(J_g(θ))` in closed form (THEORY.md §1.4)."""
+    """`σ_min(J_g(θ))` in closed form (docs/theory.md §3.2)."""
     return objective.lift(state).sigma_min_jacobian()
 
 
@@ -225,7 +225,7 @@ def _certify(
     R_prime = psi0 / (f * sigma_A * sigma0)
     kappa = f**2 * sigma_A**2 * sigma0**2
 
-    # L: the closed-form bound of §4.3 (two-layer, loss with a Lipschitz gradient), and the
+    # L: the closed-form bound of §8.3 (two-layer, loss with a Lipschitz gradient), and the
     # Hessian power-iteration estimate at θ₀ and at random points of the ball.
     rho = jnp.where(jnp.isnan(L_radius), R, L_radius)
     rho_finite = jnp.where(jnp.isfinite(rho), rho, 0)

@@ -1,5 +1,5 @@
 """Certified width thresholds over a grid of problem sizes, as curves for phase diagrams
-(THEORY.md §3.4, §7.1 item 13)."""
+(docs/theory.md §7.4, §10.6)."""
 
 import functools
 from collections.abc import Callable, Sequence
@@ -21,7 +21,7 @@ WIDTH_LABELS = {
     "width_threshold_descent": "certified: R'_GD < R (k_thr/c_γ²)",
     "width_threshold": "certified: R' < R, flow (k_thr)",
     "width_chernoff": "Chernoff: σ₀ ≥ C_φ'/2 w.p. 1 − 1/n",
-    "width_threshold_apriori": "a priori bound (§3.4 step 4)",
+    "width_threshold_apriori": "a priori bound (§7.4 step 4)",
 }
 
 _VARIABLES = (

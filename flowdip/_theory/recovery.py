@@ -1,4 +1,4 @@
-"""Recovery guarantees (THEORY.md §1.6, §3.3, §7.1 items 10–11): the distance of `x̄` to the
+"""Recovery guarantees (docs/theory.md §5, §7.3, §10.5): the distance of `x̄` to the
 reachable signals `Σ'`, restricted-injectivity estimates, the three-term bound of Theorem B
 against the observed `‖x(t) − x̄‖`, and the early-stopping time under noise."""
 
@@ -23,7 +23,7 @@ class Recovery(eqx.Module):
     - `radius`: the radius `ρ` of `Σ' = {g(u, θ) : ‖θ − θ₀‖ ≤ ρ}` (default `R'`, or `R'_GD`
       for descent).
     - `x_proj`, `dist`: a point of `Σ'` nearest to `x̄` found by projected descent, and
-      `‖x̄ − x_proj‖`, an upper bound of `dist(x̄, Σ')` (THEORY.md §7.1 item 10).
+      `‖x̄ − x_proj‖`, an upper bound of `dist(x̄, Σ')` (docs/theory.md §10.5).
     - `mu_pair`: `‖A(x_∞ − x_Σ')‖/‖x_∞ − x_Σ'‖`, `x_∞` the run's final signal; `mu_traj`: the
       minimum of the same ratio along the run. Both are upper bounds of `μ_{A,Σ'}`.
     - `lip_g`: `Lip(g)` on the ball (closed form for the two-layer net, sampled otherwise).
@@ -31,9 +31,9 @@ class Recovery(eqx.Module):
     - `ts`, `valid`, `error`: the run's save times, mask and `‖x(t) − x̄‖`.
     - `optimisation_term`: `(Lip(g)/(f σ_A σ₀ c)) ψ(Ψ⁻¹(Γ(t)))` (`c = c_γ` for descent, 1 for
       the flow); `noise_term`: `‖ε‖/μ`; `expressivity_term`: `(1 + ‖A‖/μ) dist`, with
-      `μ = mu_pair`; `bound`: their sum (Theorem B, THEORY.md §3.3).
+      `μ = mu_pair`; `bound`: their sum (Theorem B, docs/theory.md §7.3).
     - `early_stopping_time`: `t*`, where the optimisation term meets the noise term
-      (THEORY.md §3.3); `best_time`, `best_error`: where the observed error is smallest.
+      (docs/theory.md §7.3); `best_time`, `best_error`: where the observed error is smallest.
     - `condition`: whether the certificate's `R' < R` holds for this dynamics (without it the
       bound is not guaranteed).
     """
@@ -143,8 +143,8 @@ def recovery(
     radius: RealScalarLike | None = None,
     num_iters: int = 3000,
 ) -> Recovery:
-    """The recovery bound of Theorem B against what a run did (THEORY.md §3.3, §7.1 items
-    10–11).
+    """The recovery bound of Theorem B against what a run did (docs/theory.md §7.3,
+    §10.5).
 
     **Arguments:**
 
@@ -204,7 +204,7 @@ def _recovery(objective, traj, cert, radius, num_iters, descent) -> Recovery:
     noise_term = cert.constants.noise_factor * noise_norm / mu_pair
     expressivity_term = (1 + cert.norm_A / mu_pair) * dist
     bound = optimisation_term + noise_term + expressivity_term
-    # t*: the optimisation term equals the noise term (THEORY.md §3.3).
+    # t*: the optimisation term equals the noise term (docs/theory.md §7.3).
     target = noise_term / lead
     loss_star = psi_inverse(cert.loss, target)
     gap = cert.loss.rate(loss_star) - cert.loss.rate(cert.loss0)

@@ -33,20 +33,20 @@ def certificate_table(certificate: Certificate) -> str:
         dmax = float(jnp.max(jnp.where(p.valid, p.displacement, 0)))
         lines.append(
             f"{'min σ_min(J_g) on the path':>34} = {vmin:.6g} against f σ₀ = "
-            f"{p.sigma_fraction * float(certificate.sigma0):.6g}: {bool(p.sigma_ok)} (§7.1.7)"
+            f"{p.sigma_fraction * float(certificate.sigma0):.6g}: {bool(p.sigma_ok)} (§10.4)"
         )
         lines.append(
             f"{'max ‖θ − θ₀‖':>34} = {dmax:.6g} against R' = {float(p.radius):.6g}: "
-            f"{bool(p.displacement_ok)} (R' < R: {bool(p.condition)}) (§7.1.6)"
+            f"{bool(p.displacement_ok)} (R' < R: {bool(p.condition)}) (§10.4)"
         )
-        lines.append(f"{'observed loss ≤ predicted bound':>34}: {bool(p.loss_ok)} (§7.1.5)")
+        lines.append(f"{'observed loss ≤ predicted bound':>34}: {bool(p.loss_ok)} (§10.4)")
         lines.append(
             f"{'path length':>34} = {float(p.path_length):.6g} against the pathwise "
-            f"certificate {float(p.path_certificate):.6g}: {bool(p.path_ok)} (§7.1.6)"
+            f"certificate {float(p.path_certificate):.6g}: {bool(p.path_ok)} (§10.4)"
         )
         lines.append(
             f"{'observed rate':>34} = {float(p.observed_rate):.6g}; predicted "
             f"{float(p.predicted_rate):.6g}; composite NTK 2λ_min(AJJᵀAᵀ) = "
-            f"{float(p.composite_rate):.6g} (§7.1.5)"
+            f"{float(p.composite_rate):.6g} (§10.4)"
         )
     return "\n".join(lines)
