@@ -4,7 +4,7 @@
 - generic: the same descent in W-space with autodiff (`Objective(..., reduced=False)`);
 - python loop: a Python `for` loop around a jitted reduced step (dispatch-bound).
 
-Target (issue 2): reduced ≥ 50× generic at d = 500. Usage:
+Target: reduced ≥ 50× generic at d = 500. Usage:
 
     python benchmarks/bench_core.py [--n 100 --m 10 --k 200 --d 500 --steps 20000]
 """

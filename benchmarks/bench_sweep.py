@@ -5,7 +5,7 @@
 - per-run loop: a Python loop over runs, each a jitted single run (`fd.run_cell`).
 
 Every run does the same number of steps (no stop rule), so run-steps = runs × steps. Peak
-memory (max RSS) is printed at the end. Target (issue 3): batched ≥ 100× the per-run loop.
+memory (max RSS) is printed at the end. Target: batched ≥ 100× the per-run loop.
 
 A second part runs P1's protocol (A ~ N(0,1), step 1, stop at loss < 1e-7) on cells whose runs
 stop at very different steps, one chunk per cell, twice: with the sweep's compaction (stopped
