@@ -1,4 +1,5 @@
-"""The modified flow, inertial dynamics and baselines in `sweep` (vmapped over seeds and padded widths).
+"""The modified flow, inertial dynamics and baselines in `sweep` (vmapped over seeds and
+padded widths).
 
 Each case compiles a whole batched program (about 12 s of CPU here), so the cases are the
 distinct kinds of state: a flow with Hessian-vector products through the padding mask (also
