@@ -148,6 +148,8 @@ def _add_options(parser: argparse.ArgumentParser, cls: type) -> dict[str, str]:
         kwargs = dict(dest=field.name, default=argparse.SUPPRESS)
         if "parse" in meta:
             kwargs["type"] = meta["parse"]
+        elif "choices" in meta and how == "one":
+            kwargs["choices"] = meta["choices"]
         elif typing.get_origin(kind) is typing.Literal:
             kwargs["choices"] = typing.get_args(kind)
         elif how == "many" and "nargs" in meta:
@@ -161,9 +163,9 @@ def _add_options(parser: argparse.ArgumentParser, cls: type) -> dict[str, str]:
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
         elif how == "many" and "nargs" not in meta:
-            kwargs["metavar"] = field.name.upper() + ",..."
+            kwargs["metavar"] = name.upper().replace("-", "_") + ",..."
         elif "choices" not in kwargs:
-            kwargs["metavar"] = field.name.upper()
+            kwargs["metavar"] = name.upper().replace("-", "_")
         if field.default is not dataclasses.MISSING:
             shown = meta.get("default_text") or _default_text(field.default)
             text += f" (default: {shown})"

@@ -145,3 +145,48 @@ def field_help(cls: type) -> dict[str, str]:
 def hints(cls: type) -> dict[str, typing.Any]:
     """The resolved annotations of the fields of `cls`."""
     return typing.get_type_hints(cls)
+
+
+def save_tree(path: pathlib.Path, tree: dict) -> None:
+    """Writes nested dicts and lists of arrays, numbers and strings to one `.npz` file (keys
+    joined by `/`), for [`load_tree`][] to read back."""
+    import numpy as np
+
+    flat: dict = {}
+
+    def walk(value, key):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}/{k}" if key else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}/{i}")
+        else:
+            flat[key] = np.asarray(value)
+
+    walk(tree, "")
+    np.savez(path, **flat)
+
+
+def load_tree(path: pathlib.Path) -> dict:
+    """Reads a file written by `save_tree` (0-d arrays as Python numbers and strings)."""
+    import numpy as np
+
+    tree: dict = {}
+    with np.load(path) as data:
+        for key in data.files:
+            node, parts = tree, key.split("/")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            value = data[key]
+            node[parts[-1]] = value.item() if value.ndim == 0 else value
+
+    def lists(node):
+        if not isinstance(node, dict):
+            return node
+        node = {k: lists(v) for k, v in node.items()}
+        if node and all(k.isdigit() for k in node):
+            return [node[str(i)] for i in range(len(node))]
+        return node
+
+    return lists(tree)

@@ -18,7 +18,7 @@ import dataclasses
 import os
 import pathlib
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class SSVMOptions:
     k: int | Sequence[int] = FIG1_K
     seeds: int = 50
     d: int = 10
-    scaling: Literal["unit", "1/m"] = "unit"
+    scaling: str = dataclasses.field(default="unit", metadata=dict(choices=("unit", "1/m")))
     step_size: float | int = 1.0
     tol: float | int = 1e-7
     max_steps: int = 25_000

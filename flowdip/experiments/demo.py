@@ -11,7 +11,6 @@ import os
 import pathlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +53,7 @@ class Options:
     k: int = 2048
     d: int = 16
     seed: int = 0
-    scaling: Literal["unit", "1/m"] = "1/m"
+    scaling: str = dataclasses.field(default="1/m", metadata=dict(choices=("unit", "1/m")))
     step_sizes: Sequence[float] = dataclasses.field(
         default=(1.0, 0.5, 0.25), metadata=dict(positive=True)
     )
