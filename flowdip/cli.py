@@ -243,7 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    args = _parser(which).parse_args(argv)
+    args, unknown = _parser(which).parse_known_args(argv)
+    if unknown:
+        # Not ignored: an option the command does not take is an error, like a bad value.
+        prog = {"demo": "flowdip demo", "reproduce": f"flowdip reproduce {which}"}
+        flags = [a for a in unknown if a.startswith("-")] or unknown
+        print(
+            f"{prog.get(args.command, 'flowdip ' + args.command)}: error: "
+            f"{'this command does not take' if which is None else which + ' does not take'} "
+            f"{', '.join(flags)} (see --help for its options)",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "list":
         width = max(map(len, EXPERIMENTS))
         for name, experiment in EXPERIMENTS.items():
