@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(args: argparse.Namespace, message: str) -> int:
     prog = "flowdip demo" if args.command == "demo" else f"flowdip reproduce {args.experiment}"
     for field, flag in sorted(args.flags.items(), key=lambda item: -len(item[0])):
-        if message.startswith(field + " ") or message.startswith(field + "="):
+        if message.startswith(field + " "):
             message = flag + message[len(field) :]
             break
     print(f"{prog}: error: {message}", file=sys.stderr)

@@ -105,7 +105,7 @@ def test_bad_values_are_one_line_naming_option_and_value(tmp_path, capsys):
         (["demo", "--out", str(afile)], ["--out", str(afile)]),
         (["reproduce", "ssvm-fig1", "--scaling", "half"], ["--scaling", "half"]),
         (["reproduce", "images", "--operators", "radon"], ["operators", "radon"]),
-        (["reproduce", "gd-overparam", "--m-fixed", "100"], ["--m-fixed", "100"]),
+        (["reproduce", "gd-overparam", "--m-fixed", "100"], ["m_fixed", "100"]),
     ]
     for argv, words in cases:
         try:

@@ -52,6 +52,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, count
 
 
+#: Checked when the command line is read (`--seeds 0` is refused there).
+_POSITIVE = dict(positive=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class SSVMOptions:
     """Every choice of one P1 reproduction; the defaults are the P1 protocol (Figure 1 grid).
@@ -81,15 +85,15 @@ class SSVMOptions:
     """
 
     # Annotated with what the constructor accepts; stored as tuples, a `Path` and floats.
-    n: int | Sequence[int] = FIG1_N
-    m: int | Sequence[int] = FIG1_M
-    k: int | Sequence[int] = FIG1_K
-    seeds: int = 50
+    n: int | Sequence[int] = dataclasses.field(default=FIG1_N, metadata=_POSITIVE)
+    m: int | Sequence[int] = dataclasses.field(default=FIG1_M, metadata=_POSITIVE)
+    k: int | Sequence[int] = dataclasses.field(default=FIG1_K, metadata=_POSITIVE)
+    seeds: int = dataclasses.field(default=50, metadata=_POSITIVE)
     d: int = 10
     scaling: str = dataclasses.field(default="unit", metadata=dict(choices=("unit", "1/m")))
-    step_size: float | int = 1.0
-    tol: float | int = 1e-7
-    max_steps: int = 25_000
+    step_size: float | int = dataclasses.field(default=1.0, metadata=_POSITIVE)
+    tol: float | int = dataclasses.field(default=1e-7, metadata=_POSITIVE)
+    max_steps: int = dataclasses.field(default=25_000, metadata=_POSITIVE)
     out: str | os.PathLike = pathlib.Path("results/ssvm-fig1")
     shard: tuple[int, int] = dataclasses.field(
         default=(0, 1),
@@ -177,9 +181,9 @@ class Fig1Options(SSVMOptions):
 class Fig2Options(SSVMOptions):
     """P1 Figure 2: `n = 40`, `m` and `k` vary."""
 
-    n: int | Sequence[int] = FIG2_N
-    m: int | Sequence[int] = FIG2_M
-    k: int | Sequence[int] = FIG2_K
+    n: int | Sequence[int] = dataclasses.field(default=FIG2_N, metadata=_POSITIVE)
+    m: int | Sequence[int] = dataclasses.field(default=FIG2_M, metadata=_POSITIVE)
+    k: int | Sequence[int] = dataclasses.field(default=FIG2_K, metadata=_POSITIVE)
     out: str | os.PathLike = pathlib.Path("results/ssvm-fig2")
 
     figure: ClassVar[str] = "fig2"

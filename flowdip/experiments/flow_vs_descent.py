@@ -160,7 +160,7 @@ class Shared:
         idx = idx.clip(0, flow_ts.size - 1)
         if not np.array_equal(flow_ts[idx], np.asarray(times, float)):
             raise ValueError("times must be save times of the shared flow.")
-        return self.flow.at_saves(idx)
+        return self.flow.at_saves(jnp.asarray(idx))
 
 
 def _sharpness_grid(options: Options, lam0: float):
