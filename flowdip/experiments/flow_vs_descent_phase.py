@@ -179,8 +179,20 @@ def cell_statistics(descent, flow, step_size: float) -> dict:
 
 
 # -- figures ------------------------------------------------------------------------------------
+# `flowdip.plot` keeps its cell edges and axis labels to itself: the same ones, for the
+# panels drawn here next to its phase diagrams.
+_AXIS_LABELS = {"k": "width k", "n": "signal size n", "m": "measurements m"}
+
+
 def _edges(values):
-    return plot._cell_edges(np.asarray(values, float), True)
+    # Cells centred on `values` on a log axis: edges at the geometric midpoints.
+    v = np.log(np.asarray(values, float))
+    if len(v) == 1:
+        mid = np.asarray([v[0] - 0.5, v[0] + 0.5])
+    else:
+        inner = (v[1:] + v[:-1]) / 2
+        mid = np.concatenate([[2 * v[0] - inner[0]], inner, [2 * v[-1] - inner[-1]]])
+    return np.exp(mid)
 
 
 def _log_axes(ax):
@@ -265,8 +277,8 @@ def phase_figure(results: dict, options: Options, path: pathlib.Path) -> pathlib
                         fontsize=6,
                         color="black",
                     )
-        c.set_xlabel(plot._AXIS_LABELS["k"])
-        c.set_ylabel(plot._AXIS_LABELS[y])
+        c.set_xlabel(_AXIS_LABELS["k"])
+        c.set_ylabel(_AXIS_LABELS[y])
         c.set_title(f"{figure}: where they disagree\n(numbers: % of runs with different outcomes)")
     fig.savefig(path, dpi=80)
     plt.close(fig)
