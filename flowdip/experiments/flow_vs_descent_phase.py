@@ -42,8 +42,8 @@ from .._analysis.compare import compare
 from .._analysis.phase import disagreement
 from .._analysis.sharpness import sharpness_along
 from .._dynamics import GradientDescent, LossBelow
-from .._solve import RESULTS, solve
-from .._sweep.sweep import Grid, Instance, load_dataset, run_key, save_dataset, sweep
+from .._solve import solve
+from .._sweep.sweep import Grid, Instance, load_dataset, result_codes, run_key, save_dataset, sweep
 
 # The P1 protocol's options, under the name the functions below annotate them with.
 from . import _p1 as ssvm
@@ -171,7 +171,7 @@ def cell_statistics(descent, flow, step_size: float) -> dict:
     else:
         stats["rose"] = np.full(stats["descent"].shape, np.nan)
     f = flow.isel(seed=slice(0, seeds))
-    budget = (f["result"].values == int(RESULTS.max_steps_reached._value)) & (
+    budget = (f["result"].values == result_codes()["max_steps_reached"]) & (
         f["stop_time"].values < 0.999 * json.loads(f.attrs["config"])["horizon"]
     )
     stats["flow_budget"] = budget.mean(-1)
