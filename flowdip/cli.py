@@ -1,197 +1,317 @@
-"""The `flowdip` command line (also `python -m flowdip`)."""
+"""The `flowdip` command line (also `python -m flowdip`).
+
+`flowdip reproduce NAME` takes exactly the options of that experiment: its parser is generated
+from the fields of the experiment's `Options` dataclass (the type from the annotation, the
+help from the docstring), so an option the experiment does not take is an error, never
+ignored.
+"""
 
 import argparse
+import collections.abc
+import dataclasses
+import importlib.metadata
+import math
+import os
 import pathlib
 import sys
 import time
+import types
+import typing
 from collections.abc import Callable
 
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-    if not values or any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
+from .experiments import EXPERIMENTS, FolderError
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line (no usage block): the option, the value, what is wrong. No
+    abbreviated options: `--step` is not `--step-size`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
+def _number(kind: type, positive: bool) -> Callable[[str], int | float]:
+    noun = {int: "integer", float: "number"}[kind]
+
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected {'a positive' if positive else 'an'} {noun}, got {text!r}"
+            )
+        if positive and not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}")
         return value
 
+    parse.__name__ = noun
     return parse
 
 
-def _shard(text: str) -> tuple[int, int]:
-    message = (
-        f"expected i/N with integers 0 <= i < N (e.g. 0/4 for the first of four shards), "
-        f"got {text!r}"
+def _items(kind: type, positive: bool) -> Callable[[str], tuple]:
+    noun = {int: "integers", float: "numbers", str: "names"}[kind]
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {noun}, got {text!r}")
+        if positive and any(not (v > 0 and math.isfinite(v)) for v in values):
+            raise argparse.ArgumentTypeError(f"expected positive {noun}, got {text!r}")
+        return values
+
+    parse.__name__ = f"comma-separated {noun}"
+    return parse
+
+
+def _path(text: str) -> pathlib.Path:
+    return pathlib.Path(text)
+
+
+def _scalar(hint) -> type | None:
+    """The command-line type of one value: int, float, str, a path or a Literal."""
+    if hint is os.PathLike or typing.get_origin(hint) is os.PathLike:
+        return pathlib.Path
+    if typing.get_origin(hint) is typing.Literal:
+        return hint
+    return hint if hint in (bool, int, float, str, pathlib.Path) else None
+
+
+def _kind(hint) -> tuple[str, typing.Any]:
+    """`("flag" | "one" | "many", type)` of a field's annotation."""
+    args = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else (hint,)
     )
-    try:
-        i, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(message)
-    if not 0 <= i < count:
-        raise argparse.ArgumentTypeError(message)
-    return i, count
+    args = [a for a in args if a is not type(None)]
+    many = [
+        a
+        for a in args
+        if typing.get_origin(a) in (tuple, collections.abc.Sequence)
+        and (typing.get_origin(a) is collections.abc.Sequence or typing.get_args(a)[-1] is ...)
+    ]
+    if many:
+        inner = typing.get_args(many[0])[0]
+        inner = (
+            typing.get_args(inner)
+            if typing.get_origin(inner) in (typing.Union, types.UnionType)
+            else (inner,)
+        )
+        scalars = {_scalar(a) for a in inner} - {None}
+        return "many", (pathlib.Path if pathlib.Path in scalars else max(scalars, key=str))
+    scalars = [s for s in (_scalar(a) for a in args) if s is not None]
+    if bool in scalars:
+        return "flag", bool
+    if int in scalars and float in scalars:
+        return "one", float
+    if pathlib.Path in scalars:
+        return "one", pathlib.Path
+    return "one", scalars[0] if scalars else None
 
 
-#: `flowdip reproduce` experiments: name -> help text.
-REPRODUCTIONS = {
-    "ssvm-fig1": "P1 (SSVM 2023) Figure 1: success frequency over width k and signal size n, m=10",
-    "ssvm-fig2": "P1 (SSVM 2023) Figure 2: success frequency over width k and measurements m, n=40",
-    "flow-vs-descent": "modified flow (orders 1 and 2), sharpness / edge of stability, inertial "
-    "dynamics, second-order baselines",
-    "gd-overparam": "P3-style check: empirical width of GD convergence against the certified "
-    "thresholds, over n and over m",
-    "flow-vs-descent-phase": "the P1 grids run by the gradient flow and by gradient descent on the "
-    "same keys: both phase diagrams, where they disagree, sharpness at initialisation",
-    "images": "P3 (EUSIPCO 2024) image reconstructions: ConvDIP, compressed sensing vs blur, "
-    "two noise levels, early stopping",
-}
+def _default_text(value) -> str:
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _add_options(parser: argparse.ArgumentParser, cls: type) -> dict[str, str]:
+    """One option per field of `cls`; returns `{field: flag}`."""
+    from .experiments._folder import field_help
+
+    helps, hints, flags = field_help(cls), typing.get_type_hints(cls), {}
+    for field in dataclasses.fields(cls):
+        meta = field.metadata
+        if meta.get("cli") is False:
+            continue
+        if field.name not in helps:
+            raise TypeError(f"{cls.__qualname__}.{field.name} has no line in the docstring.")
+        text = helps[field.name].replace("%", "%%").rstrip(".")
+        how, kind = _kind(hints[field.name])
+        name = meta.get("flag", field.name).replace("_", "-")
+        if how == "flag":
+            flag = f"--{name}" if field.default is False else f"--no-{name}"
+            action = "store_true" if field.default is False else "store_false"
+            text = text if field.default is False else f"turn off: {text}"
+            parser.add_argument(
+                flag, dest=field.name, action=action, default=argparse.SUPPRESS, help=text
+            )
+            flags[field.name] = flag
+            continue
+        flag = f"--{name}"
+        kwargs = dict(dest=field.name, default=argparse.SUPPRESS)
+        if "parse" in meta:
+            kwargs["type"] = meta["parse"]
+        elif "choices" in meta and how == "one":
+            kwargs["choices"] = meta["choices"]
+        elif typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = typing.get_args(kind)
+        elif how == "many" and "nargs" in meta:
+            kwargs.update(nargs=meta["nargs"], type=kind if kind is not pathlib.Path else _path)
+        elif how == "many":
+            kwargs["type"] = _items(kind, meta.get("positive", False))
+        elif kind in (int, float):
+            kwargs["type"] = _number(kind, meta.get("positive", False))
+        elif kind is pathlib.Path:
+            kwargs["type"] = _path
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
+        elif how == "many" and "nargs" not in meta:
+            kwargs["metavar"] = name.upper().replace("-", "_") + ",..."
+        elif "choices" not in kwargs:
+            kwargs["metavar"] = name.upper().replace("-", "_")
+        if field.default is not dataclasses.MISSING:
+            shown = meta.get("default_text") or _default_text(field.default)
+            text += f" (default: {shown})"
+        parser.add_argument(flag, help=text, **kwargs)
+        flags[field.name] = flag
+    return flags
+
+
+def _experiment_parser(sub, command: str, name: str, full: bool) -> None:
+    experiment = EXPERIMENTS[name]
+    parser = sub.add_parser(command, help=experiment.summary, description=experiment.summary)
+    parser.set_defaults(experiment=name)
+    if not full:
+        return
+    cls = experiment.options_class()
+    quick = (cls.quick.__doc__ or "a smaller version").strip().split("\n\n")[0]
+    parser.description = f"{experiment.summary}. {(cls.__doc__ or '').splitlines()[0]}"
+    parser.add_argument("--quick", action="store_true", help=" ".join(quick.split()))
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete --out first (only a folder written by flowdip, holding experiment.json) "
+        "and start over; without it a run with the same arguments continues (or repeats) "
+        "the one in --out, and one with other arguments is refused",
+    )
+    parser.set_defaults(flags=_add_options(parser, cls))
+
+
+def _parser(full: str | None = "all") -> argparse.ArgumentParser:
+    """The parser; `full`: the experiment whose options are built (`"all"`: every one; the
+    others only list their name, which spares importing them)."""
+    parser = _Parser(
         prog="flowdip",
         description="Gradient flow versus gradient descent for Deep Inverse Prior networks.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo",
-        help="flow against descent at three step sizes on one compressed-sensing instance",
-        description="Trains the papers' two-layer DIP on one Gaussian compressed-sensing "
-        "instance by the gradient flow (Diffrax, float64) and by gradient descent at three "
-        "step sizes; prints a table and writes figures.",
+    parser.add_argument(
+        "--version", action="version", version=f"flowdip {importlib.metadata.version('flowdip')}"
     )
-    demo.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path("results/demo"),
-        help="output folder (default: results/demo)",
-    )
-    demo.add_argument("--quick", action="store_true", help="a small instance, a few seconds")
-    demo.add_argument("--n", type=int, help="signal size")
-    demo.add_argument("--m", type=int, help="number of measurements")
-    demo.add_argument("--k", type=int, help="hidden width")
-    demo.add_argument("--d", type=int, help="input size (irrelevant to the dynamics)")
-    demo.add_argument("--seed", type=int, help="random seed")
-    demo.add_argument(
-        "--scaling",
-        choices=("unit", "1/m"),
-        help="entries of A: N(0,1) ('unit', as in P1) or N(0,1/m) (default)",
-    )
-    demo.add_argument("--step-sizes", type=_floats, help="comma-separated step sizes")
-    demo.add_argument("--t1", type=float, help="time horizon")
-
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="name every experiment, one line each")
+    _experiment_parser(sub, "demo", "demo", full in ("all", "demo"))
     rep = sub.add_parser(
         "reproduce",
-        help="reproduce a figure of the papers (a sweep, then its phase diagram)",
-        description="Runs the sweep behind one figure of the papers with their protocol (every "
-        "choice exposed below), writes the dataset (results.nc), the figure and a summary. A "
-        "killed run continues where it stopped with --resume.",
+        help="run an experiment (`flowdip list` names them; `flowdip reproduce NAME --help`)",
+        description="Runs one experiment: writes its results, figures and a summary under --out.",
     )
-    rep.add_argument(
-        "experiment",
-        choices=sorted(REPRODUCTIONS),
-        help="; ".join(f"{name}: {text}" for name, text in REPRODUCTIONS.items()),
+    names = rep.add_subparsers(dest="name", required=True, metavar="NAME")
+    for name in EXPERIMENTS:
+        _experiment_parser(names, name, name, full in ("all", name))
+    plot = sub.add_parser(
+        "plot",
+        help="redraw the figures of a folder written by `flowdip reproduce` (nothing is run)",
+        description="Redraws an experiment's figures from the results saved in DIR.",
     )
-    rep.add_argument("--quick", action="store_true", help="a 5x5 grid, 4 seeds, 2000 steps")
-    rep.add_argument(
-        "--out", type=pathlib.Path, help="output folder (default: results/<experiment>[-quick])"
-    )
-    rep.add_argument(
-        "--scaling",
-        choices=("unit", "1/m"),
-        help="entries of A: N(0,1) ('unit', P1, default) or N(0,1/m)",
-    )
-    rep.add_argument("--step-size", type=_positive(float), help="GD step size (P1: 1)")
-    rep.add_argument("--tol", type=_positive(float), help="loss threshold of success (1e-7)")
-    rep.add_argument("--max-steps", type=_positive(int), help="step cap (P1: 25000)")
-    rep.add_argument("--seeds", type=_positive(int), help="runs per cell (P1: 50)")
-    rep.add_argument("--n", type=_ints, help="comma-separated signal sizes (overrides the grid)")
-    rep.add_argument("--m", type=_ints, help="comma-separated measurement counts")
-    rep.add_argument("--k", type=_ints, help="comma-separated widths")
-    rep.add_argument(
-        "--shard",
-        type=_shard,
-        metavar="i/N",
-        help="run only slice i of N (0 <= i < N) of the sweep, e.g. one task of a job array",
-    )
-    rep.add_argument("--resume", action="store_true", help="continue a sweep started in --out")
-    rep.add_argument(
-        "--merge",
-        nargs="+",
-        type=pathlib.Path,
-        metavar="DIR",
-        help="join the folders written by the shards into --out and draw the figure (no runs)",
-    )
-    rep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    phase = rep.add_argument_group("flow-vs-descent-phase only")
-    phase.add_argument("--figures", choices=("fig1", "fig2", "both"), help="grids (default: both)")
-    phase.add_argument(
-        "--step-sizes", type=_floats, help="also scan these descent step sizes (same horizon)"
-    )
-    phase.add_argument("--flow-budget", type=_positive(int), help="flow steps per run (10000)")
-    phase.add_argument(
-        "--descent-from",
-        nargs="+",
-        type=pathlib.Path,
-        metavar="DIR",
-        help="reuse finished descent sweeps (e.g. results/ssvm-fig1), one per grid, in order; "
-        "one with more seeds is cut to its first --seeds",
-    )
+    plot.add_argument("folder", type=_path, metavar="DIR")
     return parser
+
+
+def _which(argv: list[str]) -> str | None:
+    """The experiment named on the command line, if any (only its options are built)."""
+    if argv[:1] == ["demo"]:
+        return "demo"
+    if argv[:1] == ["reproduce"] and len(argv) > 1 and argv[1] in EXPERIMENTS:
+        return argv[1]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `flowdip` command."""
-    args = _parser().parse_args(argv)
-    # float64 before any array exists: the flow is a float64 reference and thresholds like
-    # 1e-7 on the loss are beyond float32.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    which = _which(argv)
+    if which is not None:
+        # float64 before any array exists: the flow is a float64 reference and thresholds
+        # like 1e-7 on the loss are beyond float32.
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    args, unknown = _parser(which).parse_known_args(argv)
+    if unknown:
+        # Not ignored: an option the command does not take is an error, like a bad value.
+        prog = {"demo": "flowdip demo", "reproduce": f"flowdip reproduce {which}"}
+        flags = [a for a in unknown if a.startswith("-")] or unknown
+        print(
+            f"{prog.get(args.command, 'flowdip ' + args.command)}: error: "
+            f"{'this command does not take' if which is None else which + ' does not take'} "
+            f"{', '.join(flags)} (see --help for its options)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.command == "list":
+        width = max(map(len, EXPERIMENTS))
+        for name, experiment in EXPERIMENTS.items():
+            print(f"{name:<{width}}  {experiment.summary}")
+        return 0
+    if args.command == "plot":
+        return _plot(args.folder)
+    return _reproduce(args)
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    prog = "flowdip demo" if args.command == "demo" else f"flowdip reproduce {args.experiment}"
+    for field, flag in sorted(args.flags.items(), key=lambda item: -len(item[0])):
+        if message.startswith(field + " "):
+            message = flag + message[len(field) :]
+            break
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .experiments import reproduce
+
+    experiment = EXPERIMENTS[args.experiment]
+    cls = experiment.options_class()
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in args}
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("needs_out") and overrides.get(field.name) and "out" not in args:
+            return _fail(args, f"{args.flags[field.name]} needs --out (where to write)")
+    try:
+        options = cls.quick(**overrides) if args.quick else cls(**overrides)
+    except ValueError as error:
+        return _fail(args, str(error))
+    start = time.perf_counter()
+    try:
+        paths = reproduce(args.experiment, options, fresh=args.fresh)
+    except FolderError as error:
+        return _fail(args, str(error))
+    return _wrote(start, paths)
+
+
+def _plot(folder: pathlib.Path) -> int:
+    from .experiments import redraw
+
+    if not folder.is_dir():
+        print(f"flowdip plot: error: {folder}: no such folder", file=sys.stderr)
+        return 2
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    if args.command == "demo":
-        from .experiments import demo
-
-        config = demo.DemoConfig.quick() if args.quick else demo.DemoConfig()
-        overrides = {
-            name: getattr(args, name)
-            for name in ("n", "m", "k", "d", "seed", "scaling", "step_sizes", "t1")
-            if getattr(args, name) is not None
-        }
-        for name in ("n", "m", "k", "d"):
-            if name in overrides and overrides[name] < 1:
-                print(f"flowdip demo: --{name} must be >= 1", file=sys.stderr)
-                return 2
-        config = demo.DemoConfig(**{**config.__dict__, **overrides})
-        start = time.perf_counter()
-        result = demo.run(config, args.out)
-        return _wrote(start, result["paths"])
-    if args.command == "reproduce" and args.experiment == "images":
-        return _reproduce_images(args)
-    if args.command == "reproduce":
-        return _reproduce(args)
-    return 2
+    start = time.perf_counter()
+    try:
+        _, paths = redraw(folder)
+    except (FolderError, FileNotFoundError) as error:
+        print(f"flowdip plot: error: {error}", file=sys.stderr)
+        return 2
+    return _wrote(start, paths)
 
 
 def _wrote(start: float, paths: dict) -> int:
@@ -200,149 +320,6 @@ def _wrote(start: float, paths: dict) -> int:
     for path in paths.values():
         print(f"  {path}")
     return 0
-
-
-def _reproduce(args: argparse.Namespace) -> int:
-    if args.experiment == "flow-vs-descent":
-        return _flow_vs_descent(args)
-    if args.experiment == "gd-overparam":
-        return _reproduce_overparam(args)
-    if args.experiment == "flow-vs-descent-phase":
-        return _flow_vs_descent_phase(args)
-    from .experiments import ssvm
-
-    figure = {"ssvm-fig1": ssvm.fig1, "ssvm-fig2": ssvm.fig2}[args.experiment]
-    defaults = {"ssvm-fig1": ssvm.SSVMOptions.fig1, "ssvm-fig2": ssvm.SSVMOptions.fig2}
-    overrides = {
-        name: getattr(args, name)
-        for name in ("out", "scaling", "step_size", "tol", "max_steps", "seeds", "n", "m", "k")
-        if getattr(args, name) is not None
-    }
-    if args.shard is not None:
-        overrides["shard"] = args.shard
-    overrides.update(resume=args.resume, progress=not args.no_progress)
-    if args.merge and args.out is None:
-        print(
-            "flowdip reproduce: --merge needs --out (where to write the merged sweep)",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        options = defaults[args.experiment](quick=args.quick, **overrides)
-        start = time.perf_counter()
-        paths = figure(options, merge=args.merge)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"flowdip reproduce: {error}", file=sys.stderr)
-        return 2
-    return _wrote(start, paths)
-
-
-def _flow_vs_descent(args: argparse.Namespace) -> int:
-    from .experiments import flow_vs_descent as fvd
-
-    overrides = {} if args.out is None else dict(out=args.out)
-    options = (
-        fvd.FlowVsDescentOptions.quick(**overrides)
-        if args.quick
-        else fvd.FlowVsDescentOptions(**overrides)
-    )
-    start = time.perf_counter()
-    paths = fvd.run(options)
-    return _wrote(start, paths)
-
-
-def _reproduce_overparam(args: argparse.Namespace) -> int:
-    from .experiments import overparam
-
-    if args.shard is not None or args.merge or args.resume or args.scaling is not None:
-        print(
-            "flowdip reproduce gd-overparam: --shard, --merge, --resume and --scaling are not "
-            "supported (A ~ N(0, 1/m) is part of the protocol)",
-            file=sys.stderr,
-        )
-        return 2
-    names = dict(n="n", m="m", k="k", seeds="seeds", max_steps="max_steps", tol="tol")
-    names.update(step_size="step_size", out="out")
-    overrides = {
-        field: getattr(args, name)
-        for name, field in names.items()
-        if getattr(args, name) is not None
-    }
-    try:
-        options = overparam.OverparamOptions.preset(
-            args.quick, progress=not args.no_progress, **overrides
-        )
-        start = time.perf_counter()
-        paths = overparam.run(options)
-    except ValueError as error:
-        print(f"flowdip reproduce: {error}", file=sys.stderr)
-        return 2
-    return _wrote(start, paths)
-
-
-def _flow_vs_descent_phase(args: argparse.Namespace) -> int:
-    from .experiments import flow_vs_descent_phase as fvdp
-
-    names = dict(step_size="step_size", tol="tol", max_steps="max_steps", seeds="seeds")
-    names.update(out="out", step_sizes="scan", flow_budget="flow_budget")
-    overrides = {new: getattr(args, old) for old, new in names.items() if getattr(args, old)}
-    if args.figures and args.figures != "both":
-        overrides["figures"] = (args.figures,)
-    overrides["progress"] = not args.no_progress
-    try:
-        options = fvdp.options_from(
-            quick=args.quick, overrides=overrides, descent_from=args.descent_from
-        )
-        start = time.perf_counter()
-        paths = fvdp.run(options)
-    except ValueError as error:
-        print(f"flowdip reproduce: {error}", file=sys.stderr)
-        return 2
-    return _wrote(start, paths)
-
-
-def _reproduce_images(args: argparse.Namespace) -> int:
-    # The image experiment takes --quick, --out and --max-steps (its descent steps) of the
-    # shared options; the sweep options of the P1 figures do not apply to it.
-    from .experiments import images
-
-    ignored = (
-        [
-            f"--{name.replace('_', '-')}"
-            for name in (
-                "scaling",
-                "step_size",
-                "tol",
-                "seeds",
-                "n",
-                "m",
-                "k",
-                "shard",
-            )
-            if getattr(args, name) is not None
-        ]
-        + (["--resume"] if args.resume else [])
-        + (["--merge"] if args.merge else [])
-    )
-    if ignored:
-        print(f"flowdip reproduce images: {', '.join(ignored)} do not apply", file=sys.stderr)
-        return 2
-    overrides = {"out": args.out} if args.out is not None else {}
-    if args.max_steps is not None:
-        overrides["steps"] = args.max_steps
-    try:
-        options = (
-            images.ImagesOptions.quick(**overrides)
-            if args.quick
-            else images.ImagesOptions(**overrides)
-        )
-    except ValueError as error:
-        print(f"flowdip reproduce images: {error}", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    log = (lambda _: None) if args.no_progress else (lambda line: print(line, flush=True))
-    paths = images.run(options, log=log)
-    return _wrote(start, paths)
 
 
 if __name__ == "__main__":

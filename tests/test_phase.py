@@ -154,29 +154,25 @@ def test_phase_options_use_the_p1_reproductions_grids_and_check_values(tmp_path)
     from flowdip.experiments import flow_vs_descent_phase as fvdp, ssvm
 
     for quick in (False, True):
-        opts = fvdp.PhaseOptions(quick=quick, out=tmp_path)
-        for figure, make in (("fig1", ssvm.SSVMOptions.fig1), ("fig2", ssvm.SSVMOptions.fig2)):
-            mine, theirs = opts.ssvm(figure), make(quick=quick)
+        opts = fvdp.Options(quick_grids=quick, out=tmp_path)
+        for figure, cls in (("fig1", ssvm.Fig1Options), ("fig2", ssvm.Fig2Options)):
+            mine, theirs = opts.ssvm(figure), (cls.quick() if quick else cls())
             assert mine.grid == theirs.grid and mine.seed == theirs.seed
             assert (mine.max_steps, mine.step_size, mine.tol) == (
                 theirs.max_steps,
                 theirs.step_size,
                 theirs.tol,
             )
-    eta = fvdp.PhaseOptions(step_size=0.5, max_steps=100, out=tmp_path)
+    eta = fvdp.Options(step_size=0.5, max_steps=100, out=tmp_path)
     assert eta.ssvm("fig1").step_size == 0.5 and eta.flow(100).max_steps == 100
     with pytest.raises(ValueError, match="figures"):
-        fvdp.PhaseOptions(figures=("fig3",))
+        fvdp.Options(figures=("fig3",))
     with pytest.raises(ValueError, match="step_size"):
-        fvdp.PhaseOptions(step_size=0.0)
-    with pytest.raises(ValueError, match="descent-from"):
-        fvdp.options_from(
-            quick=True, overrides=dict(figures=("fig1",)), descent_from=[tmp_path, tmp_path]
-        )
+        fvdp.Options(step_size=0.0)
+    with pytest.raises(ValueError, match="descent_from"):
+        fvdp.Options.quick(figures=("fig1",), descent_from=[tmp_path, tmp_path])
     with pytest.raises(ValueError, match="no such folder"):
-        fvdp.options_from(
-            quick=True, overrides=dict(figures=("fig1",)), descent_from=[tmp_path / "typo"]
-        )
+        fvdp.Options.quick(figures=("fig1",), descent_from=[tmp_path / "typo"])
 
 
 def test_command_line_options_reach_the_experiment(tmp_path):
@@ -188,14 +184,16 @@ def test_command_line_options_reach_the_experiment(tmp_path):
     (tmp_path / "d").mkdir()
     argv += ["--out", str(tmp_path), "--descent-from", str(tmp_path / "d")]
     args = cli._parser().parse_args(argv)
-    assert args.experiment in cli.REPRODUCTIONS
-    assert args.step_sizes == (0.25, 2.0) and args.flow_budget == 300
-    opts = fvdp.options_from(
-        quick=True,
-        overrides=dict(figures=("fig1",), step_size=0.5, scan=(0.25, 2.0), flow_budget=300),
+    assert args.experiment in cli.EXPERIMENTS
+    assert args.scan == (0.25, 2.0) and args.flow_budget == 300
+    opts = fvdp.Options.quick(
+        figures=args.figures,
+        step_size=0.5,
+        scan=args.scan,
+        flow_budget=300,
         descent_from=args.descent_from,
     )
-    assert opts.descent_from == {"fig1": tmp_path / "d"} and opts.flow(2000).max_steps == 300
+    assert opts.descent_folder("fig1") == tmp_path / "d" and opts.flow(2000).max_steps == 300
 
 
 def test_a_descent_sweep_with_more_seeds_is_reused_for_its_first_seeds(tmp_path):

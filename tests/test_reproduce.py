@@ -15,7 +15,7 @@ import flowdip as fd
 import flowdip.plot as fplot
 from flowdip import load_dataset
 from flowdip.cli import main
-from flowdip.experiments import ssvm
+from flowdip.experiments import reproduce, ssvm
 
 
 def _dataset(freq: np.ndarray, n, m, k, seeds: int) -> xr.Dataset:
@@ -135,34 +135,41 @@ def test_reproduce_ssvm_fig1_quick_writes_dataset_and_figure(tmp_path):
     # inside the quick grid).
     freq = ds.converged.mean("seed")
     assert float(freq.isel(k=0).mean()) < 0.5 < float(freq.isel(k=-1).mean())
-    # The same folder again: refused without --resume (nothing is run).
-    again = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, env=env)
-    assert again.returncode == 2 and "--resume" in again.stderr
+    # The same folder with other arguments: refused (nothing is run), --fresh named.
+    again = subprocess.run(
+        [*command, "--seeds", "3", "--out", str(out)], capture_output=True, text=True, env=env
+    )
+    assert again.returncode == 2 and "--fresh" in again.stderr
 
 
 def test_reproduce_in_process_shards_merge_and_resume(tmp_path):
     # A tiny grid through the Python API, with the type checker on: two shards (chunks of
     # two runs, so both shards share one compiled program), then merged.
     def options(out, **kw):
-        return ssvm.SSVMOptions.fig2(
-            n=6, m=2, k=(4, 8), seeds=2, max_steps=40, chunk_size=2, out=out, progress=False, **kw
+        return ssvm.Fig2Options(
+            **dict(n=6, m=2, k=(4, 8), seeds=2, max_steps=40, chunk_size=2) | kw,
+            out=out,
+            progress=False,
         )
 
+    def run(opts, **kw):
+        return reproduce("ssvm-fig2", opts, log=lambda s: None, **kw)
+
     for i in range(2):
-        paths = ssvm.fig2(options(tmp_path / f"shard{i}", shard=(i, 2)), log=lambda s: None)
+        paths = run(options(tmp_path / f"shard{i}", shard=(i, 2)))
         assert list(paths) == ["dataset"] and paths["dataset"].exists()
         assert load_dataset(paths["dataset"]).attrs["complete"] == 0
     merged = [tmp_path / "shard0", tmp_path / "shard1"]
-    paths = ssvm.fig2(options(tmp_path / "merged"), merge=merged, log=lambda s: None)
+    paths = run(options(tmp_path / "merged", merge=merged))
     assert set(paths) == {"dataset", "figure", "summary"}
     assert paths["figure"].name == "ssvm-fig2.png" and paths["figure"].stat().st_size > 500
     ds = load_dataset(paths["dataset"])
     assert ds.attrs["complete"] == 1 and dict(ds.sizes) == dict(n=1, m=1, k=2, seed=2)
     assert "k ∝ m" in paths["summary"].read_text()
-    # Resuming a finished shard runs nothing; without `resume` the folder is refused.
+    # Resuming a finished shard runs nothing; with other arguments the folder is refused.
     with pytest.raises(ValueError, match="resume"):
-        ssvm.fig2(options(tmp_path / "shard0", shard=(0, 2)), log=lambda s: None)
-    ssvm.fig2(options(tmp_path / "shard0", shard=(0, 2), resume=True), log=lambda s: None)
+        run(options(tmp_path / "shard0", shard=(0, 2), seeds=3))
+    run(options(tmp_path / "shard0", shard=(0, 2)))
 
 
 def test_reproduce_rejects_bad_options(tmp_path, capsys):

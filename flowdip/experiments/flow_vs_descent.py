@@ -12,17 +12,21 @@ Gaussian `A` with N(0, 1) entries, `x̄` Gaussian, MSE):
 4. `baselines.png`: gradient flow, gradient descent, Gauss–Newton, Levenberg–Marquardt and
    BFGS (Optimistix) on one axis of iterations.
 
-`summary.txt` lists the numbers quoted by the docs page (`docs/flow-vs-descent.md`).
+`summary.txt` lists the numbers quoted by the docs page (`docs/flow-vs-descent.md`);
+`data.npz` holds the curves the figures draw (`flowdip plot DIR` redraws them).
 """
 
 import dataclasses
+import json
+import math
+import os
 import pathlib
 import time
+from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-import matplotlib.pyplot as plt
 import numpy as np
 
 from .._analysis.compare import convergence_order, ConvergenceOrder, loglog_slope
@@ -40,17 +44,31 @@ from .._generator.networks import TwoLayerDIP
 from .._objective import Objective
 from .._problem.problem import InverseProblem
 from .._solve import solve, Trajectory
+from . import _fvd_figures as figures
+from ._folder import load_tree, save_tree
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowVsDescentOptions:
+class Options:
     """Every choice of the experiment.
 
-    **Arguments:** `n`, `m`, `k` (sizes), `seed`; `order_t` and `order_steps` (the time and the
-    step sizes of the order study); `factors` (descent step sizes as multiples of
-    `2/λ_max(θ₀)`); `eos_steps` (descent steps per run); `alphas`, `betas` (inertial
-    parameters); `inertial_t1`, `inertial_h` (horizon and step of the inertial algorithm);
-    `baseline_iters`; `tol` (loss floor at which runs stop); `out`.
+    **Arguments:**
+
+    - `n`: signal size.
+    - `m`: number of measurements.
+    - `k`: hidden width.
+    - `seed`: seed of the instance and the network.
+    - `order_t`: the time at which the order study measures the gaps.
+    - `order_steps`: the step sizes of the order study.
+    - `factors`: descent step sizes of the sharpness study, as multiples of `2/λ_max(θ₀)`.
+    - `eos_steps`: descent steps per run of the sharpness study.
+    - `alphas`: the inertial parameters `α` (friction).
+    - `betas`: the inertial parameters `β` (Hessian damping).
+    - `inertial_t1`: horizon of the inertial study.
+    - `inertial_h`: step of the inertial algorithm.
+    - `baseline_iters`: iterations of the second-order baselines.
+    - `tol`: loss floor at which runs stop.
+    - `out`: output folder.
     """
 
     n: int = 20
@@ -58,19 +76,45 @@ class FlowVsDescentOptions:
     k: int = 200
     seed: int = 0
     order_t: float = 2.0
-    order_steps: tuple[float, ...] = (0.25, 0.125, 0.0625, 0.03125, 0.015625)
-    factors: tuple[float, ...] = (0.5, 1.1, 1.5, 2.5, 8.0)
+    order_steps: Sequence[float] = dataclasses.field(
+        default=(0.25, 0.125, 0.0625, 0.03125, 0.015625), metadata=dict(positive=True)
+    )
+    factors: Sequence[float] = dataclasses.field(
+        default=(0.5, 1.1, 1.5, 2.5, 8.0), metadata=dict(positive=True)
+    )
     eos_steps: int = 300
-    alphas: tuple[float, ...] = (0.5, 2.0, 6.0)
-    betas: tuple[float, ...] = (0.0, 1.0)
+    alphas: Sequence[float] = dataclasses.field(
+        default=(0.5, 2.0, 6.0), metadata=dict(positive=True)
+    )
+    betas: Sequence[float] = (0.0, 1.0)
     inertial_t1: float = 60.0
     inertial_h: float = 0.05
     baseline_iters: int = 300
     tol: float = 1e-12
-    out: pathlib.Path = pathlib.Path("results/flow-vs-descent")
+    out: str | os.PathLike = pathlib.Path("results/flow-vs-descent")
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", pathlib.Path(self.out))
+        for name in ("n", "m", "k", "eos_steps", "baseline_iters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}.")
+        for name in ("order_t", "inertial_t1", "inertial_h", "tol"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number; got {name}={value!r}.")
+        for name, least in (("order_steps", 2), ("factors", 1), ("alphas", 1), ("betas", 1)):
+            value = tuple(getattr(self, name))
+            zero_ok = name == "betas"
+            if len(value) < least or any(
+                not (math.isfinite(v) and (v > 0 or (zero_ok and v == 0))) for v in value
+            ):
+                what = "numbers >= 0" if zero_ok else "positive numbers"
+                raise ValueError(f"{name} must be at least {least} {what}; got {name}={value!r}.")
+            object.__setattr__(self, name, value)
 
     @classmethod
-    def quick(cls, **overrides) -> "FlowVsDescentOptions":
+    def quick(cls, **overrides) -> "Options":
         """A smaller instance and fewer runs (under a minute, most of it compilation).
 
         `baseline_iters` equals `eos_steps` so that the descent runs of the sharpness and
@@ -91,21 +135,12 @@ class FlowVsDescentOptions:
         return cls(**(base | overrides))
 
 
-def objective(options: FlowVsDescentOptions) -> Objective:
+def objective(options: Options) -> Objective:
     """The instance: P1's protocol (unit-variance `A`, Gaussian `x̄`, sigmoid, Rademacher `V`)."""
     kp, kn = jr.split(jr.key(options.seed))
     problem = InverseProblem.compressed_sensing(kp, options.m, options.n, scaling="unit")
     net = TwoLayerDIP.init(kn, d=10, k=options.k, n=options.n)
     return Objective(problem, net)
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def _positive(x):
-    x = np.asarray(x, float)
-    return np.where(x > 0, x, np.nan)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,10 +160,10 @@ class Shared:
         idx = idx.clip(0, flow_ts.size - 1)
         if not np.array_equal(flow_ts[idx], np.asarray(times, float)):
             raise ValueError("times must be save times of the shared flow.")
-        return self.flow.at_saves(idx)
+        return self.flow.at_saves(jnp.asarray(idx))
 
 
-def _sharpness_grid(options: FlowVsDescentOptions, lam0: float):
+def _sharpness_grid(options: Options, lam0: float):
     """Descent step sizes of the sharpness study, its horizon, and the flow's save times (a
     fine grid plus every descent save time, so that gaps are taken at equal times)."""
     etas = [f * 2 / lam0 for f in options.factors]
@@ -140,15 +175,15 @@ def _sharpness_grid(options: FlowVsDescentOptions, lam0: float):
     return etas, t_end, fine[fine <= t_end]
 
 
-def _inertial_grid(options: FlowVsDescentOptions):
+def _inertial_grid(options: Options):
     return np.linspace(0.0, options.inertial_t1, 601)
 
 
-def _baselines_grid(options: FlowVsDescentOptions, lam0: float):
+def _baselines_grid(options: Options, lam0: float):
     return np.linspace(0.0, options.baseline_iters / lam0, 401)
 
 
-def shared(obj: Objective, options: FlowVsDescentOptions) -> Shared:
+def shared(obj: Objective, options: Options) -> Shared:
     """`λ_max(θ₀)` and the reference gradient flow on every study's grid (see `Shared`)."""
     lam0 = float(eqx.filter_jit(sharpness)(obj, obj.initial_state()).value)
     grids = (
@@ -164,10 +199,9 @@ def shared(obj: Objective, options: FlowVsDescentOptions) -> Shared:
     return Shared(lambda0=lam0, flow=flow)
 
 
-def order_figure(
-    obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path, common: Shared
-) -> dict:
-    """Figure 1: gap to the gradient flow (order 1) and to the modified flow (order 2)."""
+def order_study(obj: Objective, options: Options, common: Shared) -> dict:
+    """Study 1: the gap to the gradient flow (order 1) and to the modified flow (order 2) at
+    `order_t`, over `order_steps`. **Returns:** the gaps and the fitted lines of both."""
     t = options.order_t
     modified = convergence_order(
         obj, step_sizes=list(options.order_steps), t=t, dynamics=ModifiedFlow.reference(1.0)
@@ -191,39 +225,30 @@ def order_figure(
         flow_loss=flow.loss[0],
         label="gradient flow",
     )
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for order, marker in ((plain, "o"), (modified, "s")):
-        eta, gap = np.asarray(order.step_sizes), np.asarray(order.gaps)
-        ax.loglog(eta, gap, marker, label=f"{order.label}: slope {float(order.slope):.2f}")
-        fit = np.exp(float(order.intercept)) * eta ** float(order.slope)
-        ax.loglog(eta, fit, "-", color=ax.lines[-1].get_color(), lw=1, alpha=0.6)
-    ax.set_xlabel("step size η")
-    ax.set_ylabel(f"‖θ_GD(t) − θ(t)‖ at t = {options.order_t:g}")
-    ax.set_title("Descent tracks the modified flow to O(η²)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
     return dict(
-        slope_flow=float(plain.slope),
-        slope_modified=float(modified.slope),
-        gaps_flow=np.asarray(plain.gaps).tolist(),
-        gaps_modified=np.asarray(modified.gaps).tolist(),
+        t=float(t),
+        orders=[
+            dict(
+                label=order.label,
+                step_sizes=np.asarray(order.step_sizes),
+                gaps=np.asarray(order.gaps),
+                slope=float(order.slope),
+                intercept=float(order.intercept),
+            )
+            for order in (plain, modified)
+        ],
     )
 
 
-def sharpness_figure(
-    obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path, common: Shared
-) -> dict:
-    """Figure 2: descent below and above `2/λ_max(θ₀)`: `η·λ_max`, loss, gap to the flow."""
+def sharpness_study(obj: Objective, options: Options, common: Shared) -> dict:
+    """Study 2: descent below and above `2/λ_max(θ₀)`. **Returns:** per run `η·λ_max`, the
+    loss and the gap to the flow along the run, and the flow's loss."""
     lam0 = common.lambda0
     stop = LossBelow(options.tol)
     etas, _, fine = _sharpness_grid(options, lam0)
     flow = common.flow_on(fine)
     flow_lam = np.asarray(sharpness_along(obj, flow))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    rows = []
+    runs = []
     flow_ts = np.asarray(flow.ts)
     for factor, eta in zip(options.factors, etas):
         gd = solve(
@@ -240,79 +265,48 @@ def sharpness_figure(
         idx = np.abs(flow_ts[None, :] - ts[:, None]).argmin(axis=1)
         flow_params = np.asarray(flow.params)[idx]
         gap = np.linalg.norm(np.asarray(gd.params)[ok] - flow_params, axis=1)
-        label = f"η = {factor:g}·2/λ₀ = {eta:.3g}"
-        axes[0].plot(ts, eta * lam[ok], label=label)
-        axes[1].semilogy(ts, _positive(loss), label=label)
-        axes[2].semilogy(ts[1:], _positive(gap[1:]), label=label)
         normalised = eta * lam[ok]
-        rows.append(
+        runs.append(
             dict(
                 factor=factor,
                 eta=eta,
                 steps=int(gd.num_steps),
                 result=str(gd.message),
-                eta_lambda_start=float(normalised[0]),
-                eta_lambda_max=float(normalised.max()),
-                eta_lambda_end=float(normalised[-1]),
-                loss_increases=int(np.sum(np.diff(loss) > 0)),
-                first_step_below_2=int(np.argmax(normalised < 2)) if normalised.min() < 2 else -1,
-                max_gap=float(np.nanmax(gap)),
+                ts=ts,
+                eta_lambda=normalised,
+                loss=loss,
+                gap=gap,
             )
         )
     ok = np.asarray(flow.valid)
-    axes[1].semilogy(flow_ts[ok], _positive(np.asarray(flow.loss)[ok]), "k--", label="flow")
-    axes[0].axhline(2.0, color="k", ls=":", lw=1.2, label="η·λ_max = 2")
-    axes[0].set_ylim(0, min(6.0, 1.1 * max(r["eta_lambda_max"] for r in rows)))
-    axes[0].set(xlabel="time t = τη", ylabel="η·λ_max(∇²F(θ_τ))", title="Normalised sharpness")
-    axes[1].set(xlabel="time t = τη", ylabel="loss F(θ)", title="Loss (flow dashed)")
-    axes[2].set(
-        xlabel="time t = τη",
-        ylabel="‖θ_GD(τη) − θ_GF(τη)‖",
-        title="Gap to the gradient flow",
-    )
-    for ax in axes:
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(
-        f"Sharpness and the edge of stability (λ_max(θ₀) = {lam0:.3f}, 2/λ₀ = {2 / lam0:.3f})"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
     ok_flow = np.isfinite(flow_lam)
     return dict(
         lambda0=lam0,
+        flow_ts=flow_ts[ok],
+        flow_loss=np.asarray(flow.loss)[ok],
         flow_lambda_end=float(flow_lam[ok_flow][-1]),
         flow_lambda_max=float(flow_lam[ok_flow].max()),
-        runs=rows,
+        runs=runs,
     )
 
 
-def inertial_figure(
-    obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path, common: Shared
-) -> dict:
-    """Figure 3: the inertial flow for several `(α, β)`, its discretisation, the gradient flow."""
+def inertial_study(obj: Objective, options: Options, common: Shared) -> dict:
+    """Study 3: the inertial flow for several `(α, β)` and its explicit algorithm, against
+    the gradient flow. **Returns:** their losses and times to reach `tol`."""
     stop = LossBelow(options.tol)
     t1 = options.inertial_t1
     ts = _inertial_grid(options)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     flow = common.flow_on(ts)
     ok = np.asarray(flow.valid)
-    ax.semilogy(ts[ok], _positive(np.asarray(flow.loss)[ok]), "k-", lw=2, label="gradient flow")
     reached = bool(common.flow.converged) and float(common.flow.stop_time) <= t1
     times = {"gradient flow": float(common.flow.stop_time) if reached else np.inf}
     h = options.inertial_h
+    runs = []
     for alpha in options.alphas:
         for beta in options.betas:
             dyn = InertialFlow(alpha, beta)
             traj = solve(obj, dyn, t1=t1, ts=ts, stop=stop, throw=False)
-            ok = np.asarray(traj.valid)
-            line = ax.semilogy(
-                ts[ok],
-                _positive(np.asarray(traj.loss)[ok]),
-                ls="-" if beta == 0 else "--",
-                label=f"α = {alpha:g}, β = {beta:g}",
-            )[0]
+            okt = np.asarray(traj.valid)
             disc = solve(
                 obj,
                 InertialDescent(h, alpha, beta),
@@ -322,44 +316,31 @@ def inertial_figure(
                 throw=False,
             )
             okd = np.asarray(disc.valid)
-            ax.semilogy(
-                np.asarray(disc.ts)[okd][::6],
-                _positive(np.asarray(disc.loss)[okd][::6]),
-                ".",
-                ms=3,
-                color=line.get_color(),
+            runs.append(
+                dict(
+                    alpha=alpha,
+                    beta=beta,
+                    ts=ts[okt],
+                    loss=np.asarray(traj.loss)[okt],
+                    disc_ts=np.asarray(disc.ts)[okd][::6],
+                    disc_loss=np.asarray(disc.loss)[okd][::6],
+                )
             )
             name = f"alpha={alpha:g}, beta={beta:g}"
             times[name] = float(traj.stop_time) if bool(traj.converged) else np.inf
             times[name + " (discrete)"] = float(disc.stop_time) if bool(disc.converged) else np.inf
-    ax.set_xlabel("time t (algorithm: j·h, dots)")
-    ax.set_ylabel("loss F(θ(t))")
-    ax.set_title(f"Inertial dynamics (dots: explicit algorithm, h = {h:g})")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return dict(time_to_tol=times)
+    return dict(
+        h=h, flow_ts=ts[ok], flow_loss=np.asarray(flow.loss)[ok], runs=runs, time_to_tol=times
+    )
 
 
-def baselines_figure(
-    obj: Objective, options: FlowVsDescentOptions, path: pathlib.Path, common: Shared
-) -> dict:
-    """Figure 4: flow, descent and the Optimistix baselines against iterations."""
+def baselines_study(obj: Objective, options: Options, common: Shared) -> dict:
+    """Study 4: flow, descent and the Optimistix baselines against iterations."""
     stop = LossBelow(options.tol)
     eta = 1 / common.lambda0
     iters = options.baseline_iters
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
     flow = common.flow_on(_baselines_grid(options, common.lambda0))
     ok = np.asarray(flow.valid)
-    ax.semilogy(
-        np.asarray(flow.ts)[ok] / eta,
-        _positive(np.asarray(flow.loss)[ok]),
-        "k--",
-        lw=2,
-        label="gradient flow (t/η)",
-    )
     runs = [(f"GD η = 1/λ₀ = {eta:.3f}", GradientDescent(eta))]
     runs += [
         (b.name, b)
@@ -369,68 +350,68 @@ def baselines_figure(
             OptimistixBaseline.bfgs(),
         )
     ]
-    steps = {}
+    steps, curves = {}, []
     for label, dyn in runs:
         traj = solve(obj, dyn, num_steps=iters, num_saves=iters + 1, stop=stop, throw=False)
-        ok = np.asarray(traj.valid)
-        ax.semilogy(np.asarray(traj.steps)[ok], _positive(np.asarray(traj.loss)[ok]), label=label)
+        okt = np.asarray(traj.valid)
+        curves.append(
+            dict(label=label, steps=np.asarray(traj.steps)[okt], loss=np.asarray(traj.loss)[okt])
+        )
         steps[label] = dict(
             steps=int(traj.num_steps), final_loss=float(traj.final_loss), result=traj.message
         )
-    ax.set_xlabel("iterations (flow: t/η)")
-    ax.set_ylabel("loss F(θ)")
-    ax.set_title("Second-order baselines (Optimistix) on the same objective")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return steps
+    return dict(
+        flow_iters=np.asarray(flow.ts)[ok] / eta,
+        flow_loss=np.asarray(flow.loss)[ok],
+        runs=curves,
+        steps=steps,
+    )
 
 
-def run(options: FlowVsDescentOptions) -> dict[str, pathlib.Path]:
-    """Runs the four studies, writes the figures and `summary.txt`, and returns their paths."""
+def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathlib.Path]:
+    """Runs the four studies, writes the figures, `summary.txt` and `data.npz` (the curves),
+    and returns their paths."""
     out = pathlib.Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     obj = objective(options)
     start = time.perf_counter()
-    _say("[0/4] sharpness at θ₀ and the reference gradient flow ...")
+    log("[0/4] sharpness at θ₀ and the reference gradient flow ...")
     common = shared(obj, options)
-    _say(f"      done in {time.perf_counter() - start:.1f} s")
-    paths, summary = {}, {}
+    log(f"      done in {time.perf_counter() - start:.1f} s")
+    data = {}
     studies = (
-        ("order", order_figure, "convergence orders (gradient flow, modified flow)"),
-        ("sharpness", sharpness_figure, "sharpness and the edge of stability"),
-        ("inertial", inertial_figure, "inertial flow and algorithm"),
-        ("baselines", baselines_figure, "Gauss-Newton, Levenberg-Marquardt, BFGS"),
+        ("order", order_study, "convergence orders (gradient flow, modified flow)"),
+        ("sharpness", sharpness_study, "sharpness and the edge of stability"),
+        ("inertial", inertial_study, "inertial flow and algorithm"),
+        ("baselines", baselines_study, "Gauss-Newton, Levenberg-Marquardt, BFGS"),
     )
     for i, (name, study, what) in enumerate(studies, 1):
         start = time.perf_counter()
-        _say(f"[{i}/{len(studies)}] {what} ...")
-        paths[name] = out / f"{name}.png"
-        summary[name] = study(obj, options, paths[name], common)
-        _say(f"      done in {time.perf_counter() - start:.1f} s")
-    lines = [f"flowdip reproduce flow-vs-descent: {dataclasses.asdict(options)}", ""]
-    for name, values in summary.items():
-        lines.append(f"[{name}]")
-        if name == "sharpness":
-            lines.append(
-                f"  lambda0 = {values['lambda0']:.6g}; flow: lambda_max end "
-                f"{values['flow_lambda_end']:.6g}, max {values['flow_lambda_max']:.6g}"
-            )
-            for row in values["runs"]:
-                lines.append(
-                    "  "
-                    + ", ".join(
-                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in row.items()
-                    )
-                )
-        else:
-            for key, value in values.items():
-                lines.append(f"  {key}: {value}")
-        lines.append("")
+        log(f"[{i}/{len(studies)}] {what} ...")
+        data[name] = study(obj, options, common)
+        log(f"      done in {time.perf_counter() - start:.1f} s")
+    paths = {"data": out / "data.npz"}
+    # The summaries' dicts of names (times, results) go with the arrays as one JSON string.
+    saved = {
+        name: {k: v for k, v in d.items() if k not in ("time_to_tol", "steps")}
+        for name, d in data.items()
+    }
+    saved["names"] = json.dumps(
+        dict(time_to_tol=data["inertial"]["time_to_tol"], steps=data["baselines"]["steps"])
+    )
+    save_tree(paths["data"], saved)
+    paths |= figures.draw(data, out)
+    lines = figures.summary_lines(options, data)
     paths["summary"] = out / "summary.txt"
     paths["summary"].write_text("\n".join(lines))
-    _say("\n".join(lines))
+    log("\n".join(lines))
     return paths
+
+
+def redraw(folder: str | pathlib.Path) -> dict[str, pathlib.Path]:
+    """Redraws the four figures from `data.npz` in `folder`.
+
+    **Returns:** the paths written: `order`, `sharpness`, `inertial`, `baselines`.
+    """
+    folder = pathlib.Path(folder)
+    return figures.draw(load_tree(folder / "data.npz"), folder)

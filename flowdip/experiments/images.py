@@ -2,7 +2,7 @@
 2024), reconstructed (THEORY.md §0b: the paper shows reconstructions with two operators whose
 conditioning and noise levels explain the quality gap; its exact protocol was not recovered).
 
-Protocol (ours; every choice is an option of `ImagesOptions`):
+Protocol (ours; every choice is an option of `Options`):
 two test images that ship with scikit-image (the camera man and the Shepp–Logan phantom),
 downscaled to 64 × 64 and scaled to `[0, 1]`; two operators, Gaussian compressed sensing with
 `m = n/2` (well conditioned, `κ ≈ 5.8`) and a Gaussian blur of σ = 1.5 px with circular
@@ -16,9 +16,10 @@ of one operator (images × noise levels) are one vmapped solve.
 
 import dataclasses
 import math
+import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import diffrax as dfx
 import equinox as eqx
@@ -43,11 +44,18 @@ from .._problem.operators import (
     relative_noise_std,
 )
 from .._problem.problem import InverseProblem
-from .._solve import RESULTS, solve_descent, solve_flow
+from .._solve import solve_descent, solve_flow
+from .._sweep import result_codes
+from ._folder import load_tree, read_options, save_tree
+from ._images_figures import (
+    IMAGES as IMAGES,
+    load_image as load_image,
+    OPERATOR_NAMES,
+    write,
+)
 
 
-IMAGES = ("camera", "phantom")
-#: The flow solvers `ImagesOptions.flow_solver` accepts.
+#: The flow solvers `Options.flow_solver` accepts.
 FLOW_SOLVERS = {
     "ralston": dfx.Ralston,
     "heun": dfx.Heun,
@@ -56,33 +64,10 @@ FLOW_SOLVERS = {
     "dopri5": dfx.Dopri5,
 }
 OPERATORS = ("cs", "blur")
-_OPERATOR_NAMES = {"cs": "compressed sensing", "blur": "Gaussian blur"}
-
-
-def load_image(name: str, size: int) -> np.ndarray:
-    """A scikit-image test image (`"camera"` or `"phantom"`), anti-aliased down to
-    `size × size` and scaled to `[0, 1]`, as float64."""
-    try:
-        import skimage.data
-        import skimage.transform
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "The image experiments need scikit-image for their test images: "
-            "pip install 'flowdip[images]'"
-        ) from error
-    if name == "camera":
-        image = skimage.data.camera().astype(np.float64) / 255.0
-    elif name == "phantom":
-        image = skimage.data.shepp_logan_phantom().astype(np.float64)
-    else:
-        raise ValueError(f"Unknown test image {name!r}; choose from {IMAGES}.")
-    image = skimage.transform.resize(image, (size, size), anti_aliasing=True)
-    lo, hi = image.min(), image.max()
-    return (image - lo) / (hi - lo)
 
 
 @dataclasses.dataclass(frozen=True)
-class ImagesOptions:
+class Options:
     """Every choice of `flowdip reproduce images`; the defaults are the full run.
 
     **Arguments:**
@@ -95,7 +80,8 @@ class ImagesOptions:
     - `noise_levels`: noise standard deviations relative to the RMS of `A x̄`.
     - `channels`, `num_upsamples`: the [`flowdip.ConvDIP`][] (its input is
       `size/2^num_upsamples` pixels wide).
-    - `steps`: gradient-descent steps; the flow runs on the same interval `[0, steps·η]`.
+    - `steps`: gradient-descent steps (`--max-steps`); the flow runs on the same interval
+      `[0, steps·η]`.
     - `step_factor`: `η = step_factor/L̂`.
     - `num_saves`: save times (the early-stopping point is the best of them).
     - `flow_solver`: the flow's Diffrax solver, from `FLOW_SOLVERS` (default `"ralston"`).
@@ -109,36 +95,42 @@ class ImagesOptions:
       `max_steps_reached` (its saves stop where it stopped, and the figures show how far it
       got). The sharpening flow does not reach `steps·η` within the default budgets: what
       bounds the run's time is this budget.
-    - `two_layer`: also train the two-layer DIP (width `two_layer_k`, default `n`).
+    - `two_layer`: also train the papers' two-layer DIP on the flattened images.
+    - `two_layer_k`: its width (default: `n`, the number of pixels).
     - `seed`: base seed (operators, noise, networks).
     - `out`: output folder.
+    - `progress`: print a line as each stage starts and ends.
     """
 
     size: int = 64
-    images: tuple[str, ...] = IMAGES
-    operators: tuple[str, ...] = OPERATORS
+    images: str | Sequence[str] = IMAGES
+    operators: str | Sequence[str] = OPERATORS
     cs_ratio: float = 0.5
     blur_sigma: float = 1.5
-    noise_levels: tuple[float, ...] = (0.05, 0.25)
+    noise_levels: float | Sequence[float] = (0.05, 0.25)
     channels: int = 12
     num_upsamples: int = 4
-    steps: int = 2000
+    steps: int = dataclasses.field(default=2000, metadata=dict(flag="max_steps"))
     step_factor: float = 1.9
     num_saves: int = 21
-    flow_solver: str = "ralston"
+    flow_solver: str = dataclasses.field(
+        default="ralston", metadata=dict(choices=tuple(FLOW_SOLVERS))
+    )
     flow_rtol: float = 1e-2
     flow_atol: float = 1e-6
     flow_max_steps: int = 1200
     two_layer: bool = True
     two_layer_k: int | None = None
     seed: int = 0
-    out: pathlib.Path = pathlib.Path("results/images")
+    out: str | os.PathLike = pathlib.Path("results/images")
+    progress: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "out", pathlib.Path(self.out))
         for name in ("images", "operators", "noise_levels"):
             value = getattr(self, name)
-            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+            value = (value,) if isinstance(value, str | int | float) else tuple(value)
+            object.__setattr__(self, name, value)
         for name in ("size", "channels", "steps", "num_saves", "flow_max_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -158,8 +150,11 @@ class ImagesOptions:
         if not 0 < self.cs_ratio <= 1:
             raise ValueError(f"cs_ratio must be in (0, 1]; got {self.cs_ratio}.")
         for name in ("blur_sigma", "step_factor", "flow_rtol", "flow_atol"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0; got {name}={value}.")
+        if self.two_layer_k is not None and not self.two_layer_k >= 1:
+            raise ValueError(f"two_layer_k must be >= 1; got two_layer_k={self.two_layer_k}.")
         if self.flow_solver not in FLOW_SOLVERS:
             raise ValueError(
                 f"Unknown flow_solver {self.flow_solver!r}; choose from {tuple(FLOW_SOLVERS)}."
@@ -168,7 +163,7 @@ class ImagesOptions:
             raise ValueError(f"flow_rtol={self.flow_rtol} is below float32 resolution.")
 
     @classmethod
-    def quick(cls, **overrides) -> "ImagesOptions":
+    def quick(cls, **overrides) -> "Options":
         """32 × 32 images, a smaller net, 300 steps and a flow budget of 600 steps: under a
         minute on a 2-core CPU (43–46 s), mostly compilation."""
         base = dict(
@@ -184,24 +179,13 @@ class ImagesOptions:
 
 
 # -- pieces -------------------------------------------------------------------------------------
-def make_operator(name: str, options: ImagesOptions, key) -> AbstractImagingOperator:
+def make_operator(name: str, options: Options, key) -> AbstractImagingOperator:
     """The operator `name` (`"cs"` or `"blur"`) for `options.size`-pixel images, float32."""
     shape = (options.size, options.size)
     if name == "cs":
         m = max(1, round(options.cs_ratio * options.size**2))
         return CompressedSensing.gaussian(key, shape, m, dtype=jnp.float32)
     return Blur.gaussian(shape, options.blur_sigma, dtype=jnp.float32)
-
-
-def _top_hessian_eigenvalue(objective: Objective, key, iters: int = 40):
-    # λ_max(∇²F(θ₀)), which bounds the stable step size of descent (η < 2/λ_max), by Lanczos.
-    # Not by power iteration: the ConvDIP's Hessian at θ₀ has a negative eigenvalue almost as
-    # large as λ_max (−3661 against 3681 on the quick camera problem), so power iteration
-    # oscillates between the two and 30 of its steps returned 394, a step size nine times too
-    # large. `key` draws the start vector.
-    flat = ravel_pytree(objective.initial_state())[0]
-    init = jr.normal(key, flat.shape, flat.dtype)
-    return sharpness(objective, objective.initial_state(), num_iters=iters, init=init).value
 
 
 #: Up to this many pixels the operators run as dense n × n matrices (see `_runtime_operator`).
@@ -237,9 +221,20 @@ def _objectives(operator, generator, xs, ys):
 
 @eqx.filter_jit
 def _batched_curvature(operator, generator, xs, ys, keys):
-    # The largest L̂ over the runs of one operator (one step size for all of them).
+    # The largest L̂ over the runs of one operator (one step size for all of them): λ_max of
+    # ∇²F(θ₀), which bounds the stable step size of descent (η < 2/λ_max), by Lanczos. Not by
+    # power iteration: the ConvDIP's Hessian at θ₀ has a negative eigenvalue almost as large
+    # as λ_max (−3661 against 3681 on the quick camera problem), so power iteration oscillates
+    # between the two and 30 of its steps returned 394, a step size nine times too large.
+    # `keys` draw the start vectors.
+    def top(objective, key):
+        theta0 = objective.initial_state()
+        flat = ravel_pytree(theta0)[0]
+        init = jr.normal(key, flat.shape, flat.dtype)
+        return sharpness(objective, theta0, num_iters=40, init=init).value
+
     objectives = _objectives(operator, generator, xs, ys)
-    return jnp.max(eqx.filter_vmap(_top_hessian_eigenvalue)(objectives, keys))
+    return jnp.max(eqx.filter_vmap(top)(objectives, keys))
 
 
 @eqx.filter_jit
@@ -283,7 +278,7 @@ class _Clock:
 
 
 def _result_names(result) -> list[str]:
-    names = {item._value.item(): name for name, item in RESULTS._name_to_item.items()}
+    names = {code: name for name, code in result_codes().items()}
     return [names[int(c)] for c in np.atleast_1d(np.asarray(result._value))]
 
 
@@ -295,19 +290,20 @@ def _observation_image(operator, y, size):
 
 
 # -- the experiment -----------------------------------------------------------------------------
-def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str, pathlib.Path]:
+def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathlib.Path]:
     """Runs the image experiment and writes its figures, table and raw metrics.
 
     **Arguments:**
 
-    - `options`: an [`ImagesOptions`][flowdip.experiments.images.ImagesOptions].
+    - `options`: an [`Options`][flowdip.experiments.images.Options].
     - `log`: where progress lines go.
 
     **Returns:** the paths written: `curves` (`images-curves.png`: relative error and PSNR
     against time, the early-stopping point marked), `grid` (`images-grid.png`:
     reconstructions at the best time and at the end), `summary` (`summary.txt`) and `metrics`
-    (`metrics.npz`).
+    (`metrics.npz`), and `data` (`data.npz`, what the figures draw).
     """
+    log = log if options.progress else (lambda _: None)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     size, n = options.size, options.size**2
@@ -357,7 +353,7 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
         horizon = jnp.asarray(options.steps, jnp.int32)
         ts = np.asarray(save_steps) * eta
         log(
-            f"[{j + 1}/{total}] {_OPERATOR_NAMES[op_name]}: ‖A‖ = {sv[0]:.3g}, "
+            f"[{j + 1}/{total}] {OPERATOR_NAMES[op_name]}: ‖A‖ = {sv[0]:.3g}, "
             f"κ = {sv[0] / sv[-1]:.3g}; L̂ = {L:.3g}, η = {eta:.3g}"
         )
         clock = _Clock(log)
@@ -424,7 +420,6 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
                 "t1": horizons[name],
             }
         results[op_name] = dict(
-            operator=operator,
             sv=sv,
             L=L,
             eta=eta,
@@ -435,165 +430,18 @@ def run(options: ImagesOptions, log: Callable[[str], None] = print) -> dict[str,
             metrics=metrics,
         )
         log(f"      done in {time.perf_counter() - start:.1f} s")
-    return _write(options, truths, cases, results)
+    paths = {"data": out / "data.npz"}
+    save_tree(paths["data"], dict(truths=truths, results=results))
+    return write(options, truths, cases, results) | paths
 
 
-_STYLES = {
-    "ConvDIP GF": dict(ls="--", lw=1.6),
-    "ConvDIP GD": dict(ls="-", lw=1.2),
-    "two-layer GD": dict(ls=":", lw=1.4),
-}
+def redraw(folder: str | pathlib.Path) -> dict[str, pathlib.Path]:
+    """Redraws the figures, the table and `metrics.npz` from `data.npz` in `folder`.
 
-
-def _write(options, truths, cases, results) -> dict[str, pathlib.Path]:
-    import matplotlib.pyplot as plt
-
-    out = options.out
-    paths = {}
-    ops = list(results)
-    levels = options.noise_levels
-    colors = {img: f"C{i}" for i, img in enumerate(options.images)}
-
-    # -- curves: relative error and PSNR against time, one column per (operator, noise) -----
-    cols = [(op, lvl) for op in ops for lvl in levels]
-    fig, axes = plt.subplots(
-        2, len(cols), figsize=(3.6 * len(cols), 6.4), squeeze=False, layout="constrained"
-    )
-    for c, (op, lvl) in enumerate(cols):
-        res = results[op]
-        for name, met in res["metrics"].items():
-            for i, (img, case_lvl) in enumerate(cases):
-                if case_lvl != lvl:
-                    continue
-                t = met["ts"][i] / met["t1"]
-                for row, key_ in enumerate(("relative_error", "psnr")):
-                    ax = axes[row, c]
-                    v = met[key_][i]
-                    ok = np.isfinite(v)
-                    ax.plot(t[ok], v[ok], color=colors[img], **_STYLES[name])
-                    if name == "ConvDIP GD" and ok.any():
-                        best = int(np.nanargmin(met["relative_error"][i]))
-                        ax.plot(
-                            t[best], v[best], "o", color=colors[img], ms=7, mec="black", zorder=4
-                        )
-        sv = res["sv"]
-        axes[0, c].set_title(
-            f"{_OPERATOR_NAMES[op]} (κ = {sv[0] / sv[-1]:.2g})\nnoise {100 * lvl:g}% of RMS(Ax̄)",
-            fontsize=10,
-        )
-        axes[0, c].set_yscale("log")
-        axes[1, c].set_xlabel("time t / t₁  (t₁ = steps·η of each net)")
-        for row in range(2):
-            axes[row, c].grid(True, which="both", alpha=0.3)
-    axes[0, 0].set_ylabel("relative error ‖x − x̄‖/‖x̄‖")
-    axes[1, 0].set_ylabel("PSNR (dB)")
-    handles = [
-        plt.Line2D([], [], color="gray", **style, label=name)
-        for name, style in _STYLES.items()
-        if name in results[ops[0]]["metrics"]
-    ]
-    handles += [plt.Line2D([], [], color=colors[img], lw=2, label=img) for img in options.images]
-    handles.append(
-        plt.Line2D(
-            [],
-            [],
-            marker="o",
-            ls="",
-            color="gray",
-            mec="black",
-            label="early stop (best error, ConvDIP GD)",
-        )
-    )
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9)
-    fig.suptitle(f"Image recovery against time, {options.size}×{options.size} images")
-    paths["curves"] = out / "images-curves.png"
-    fig.savefig(paths["curves"], dpi=90)
-    plt.close(fig)
-
-    # -- grid of reconstructions ---------------------------------------------------------------
-    rows = [(op, i) for op in ops for i in range(len(cases))]
-    columns = ["truth", "observation (y or Aᵀy)", "ConvDIP GD, best", "ConvDIP GD, end"]
-    if "two-layer GD" in results[ops[0]]["metrics"]:
-        columns.append("two-layer GD, best")
-    fig, axes = plt.subplots(
-        len(rows),
-        len(columns),
-        figsize=(1.9 * len(columns), 2.0 * len(rows)),
-        squeeze=False,
-        layout="constrained",
-    )
-    size = options.size
-    for r, (op, i) in enumerate(rows):
-        res = results[op]
-        img, lvl = cases[i]
-        truth = truths[img]
-        panels = [(truth, "truth"), (res["observations"][i], "observation")]
-        for name, when in (("ConvDIP GD", "best"), ("ConvDIP GD", "end"), ("two-layer GD", "best")):
-            if name not in res["metrics"]:
-                continue
-            met = res["metrics"][name]
-            valid = np.flatnonzero(np.isfinite(met["relative_error"][i]))
-            idx = int(np.nanargmin(met["relative_error"][i])) if when == "best" else int(valid[-1])
-            estimate = met["signal"][i, idx].reshape(size, size)
-            label = (
-                f"{met['psnr'][i, idx]:.1f} dB, SSIM {met['ssim'][i, idx]:.2f}\n"
-                f"t/t₁ = {met['ts'][i, idx] / met['t1']:.2f}"
-            )
-            panels.append((estimate, label))
-        for c, (picture, label) in enumerate(panels):
-            ax = axes[r, c]
-            vmin, vmax = (0, 1) if c != 1 else (None, None)
-            ax.imshow(picture, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= 2:
-                ax.set_xlabel(label, fontsize=8)
-            if r == 0:
-                ax.set_title(columns[c], fontsize=9)
-        axes[r, 0].set_ylabel(f"{img}\n{_OPERATOR_NAMES[op]}\nnoise {100 * lvl:g}%", fontsize=8)
-    paths["grid"] = out / "images-grid.png"
-    fig.savefig(paths["grid"], dpi=80)
-    plt.close(fig)
-
-    # -- table and raw metrics -----------------------------------------------------------------
-    lines = [
-        f"flowdip reproduce images: {size}x{size} images, ConvDIP channels={options.channels}, "
-        f"num_upsamples={options.num_upsamples}, {options.steps} descent steps, float32",
-        "",
-        f"{'operator':<20}{'‖A‖':>8}{'κ(A)':>10}{'L̂':>10}{'η':>10}",
-    ]
-    for op in ops:
-        res = results[op]
-        sv = res["sv"]
-        lines.append(
-            f"{_OPERATOR_NAMES[op]:<20}{sv[0]:>8.3g}{sv[0] / sv[-1]:>10.3g}"
-            f"{res['L']:>10.3g}{res['eta']:>10.3g}"
-        )
-    lines += [
-        "",
-        "best = the save time of least recovery error (oracle early stopping); end = last save",
-        f"{'operator':<20}{'image':<9}{'noise':>6}{'run':>14}{'best t/t1':>10}{'best err':>9}"
-        f"{'PSNR':>7}{'SSIM':>6}{'end err':>9}{'PSNR':>7}{'SSIM':>6}  result",
-    ]
-    arrays = {}
-    for op in ops:
-        res = results[op]
-        for name, met in res["metrics"].items():
-            tag = f"{op}/{name.replace(' ', '_')}"
-            for key_ in ("relative_error", "psnr", "ssim", "loss", "ts"):
-                arrays[f"{tag}/{key_}"] = met[key_]
-            for i, (img, lvl) in enumerate(cases):
-                err = met["relative_error"][i]
-                valid = np.flatnonzero(np.isfinite(err))
-                b, e = int(np.nanargmin(err)), int(valid[-1])
-                lines.append(
-                    f"{_OPERATOR_NAMES[op]:<20}{img:<9}{100 * lvl:>5g}%{name:>14}"
-                    f"{met['ts'][i, b] / met['t1']:>10.2f}{err[b]:>9.3f}{met['psnr'][i, b]:>7.2f}"
-                    f"{met['ssim'][i, b]:>6.2f}{err[e]:>9.3f}{met['psnr'][i, e]:>7.2f}"
-                    f"{met['ssim'][i, e]:>6.2f}  {met['result'][i]}"
-                )
-    paths["summary"] = out / "summary.txt"
-    paths["summary"].write_text("\n".join(lines) + "\n")
-    paths["metrics"] = out / "metrics.npz"
-    np.savez_compressed(paths["metrics"], **arrays)
-    return paths
+    **Returns:** the paths written: `curves`, `grid`, `summary`, `metrics`.
+    """
+    folder = pathlib.Path(folder)
+    options = read_options(folder, Options, out=folder)
+    data = load_tree(folder / "data.npz")
+    cases = [(img, lvl) for img in options.images for lvl in options.noise_levels]
+    return write(options, data["truths"], cases, data["results"])

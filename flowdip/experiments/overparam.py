@@ -14,9 +14,12 @@ loss < 1e-7. The step size is `1/max L̂` over the certified instances (so `c_γ
 """
 
 import dataclasses
+import json
+import math
+import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import matplotlib.pyplot as plt
@@ -24,44 +27,59 @@ import numpy as np
 
 from .. import plot
 from .._dynamics import GradientDescent, LossBelow
-from .._sweep import Grid, Instance, save_dataset, sweep
+from .._sweep import Grid, Instance, load_dataset, save_dataset, sweep
 from .._theory.overparam import certified_width_curves, certified_widths
+from ._folder import read_options
 
 
 @dataclasses.dataclass(frozen=True)
-class OverparamOptions:
+class Options:
     """Every choice of `flowdip reproduce gd-overparam`.
 
     **Arguments:**
 
-    - `n`, `m_fixed`: the signal sizes of the first diagram and its number of measurements.
-    - `m`, `n_fixed`: the measurement counts of the second diagram and its signal size.
+    - `n`: the signal sizes of the first diagram.
+    - `m_fixed`: the number of measurements of the first diagram.
+    - `m`: the measurement counts of the second diagram.
+    - `n_fixed`: the signal size of the second diagram.
     - `k`: the widths of both diagrams.
-    - `seeds`: runs per cell; `cert_seeds`: instances certified per row.
+    - `seeds`: runs per cell.
+    - `cert_seeds`: instances certified per row.
     - `k_eval`: the width the certificates are computed at (default: the largest `k`).
     - `step_size`: the descent step (default: `1/max L̂` over the certified instances).
-    - `tol`, `max_steps`: success at loss < `tol` within `max_steps` steps.
+    - `tol`: success at loss < `tol`.
+    - `max_steps`: success within `max_steps` steps.
     - `shared_padding`: run both sweeps at the same padded sizes (the largest `n`, `m` and
       `k` of both), so that one compiled program runs both when their rows are as many: fewer
       compilations, more padding (the quick preset's choice; the full grid pads per sweep).
-    - `d`, `seed`, `out`, `progress`: input size, base seed, output folder, progress bars.
+    - `d`: input size.
+    - `seed`: base seed.
+    - `out`: output folder.
+    - `progress`: progress bars.
     """
 
-    n: tuple[int, ...] = (10, 20, 40, 80)
+    n: int | Sequence[int] = dataclasses.field(
+        default=(10, 20, 40, 80), metadata=dict(positive=True)
+    )
     m_fixed: int = 5
-    m: tuple[int, ...] = (2, 5, 10, 20, 30)
+    m: int | Sequence[int] = dataclasses.field(
+        default=(2, 5, 10, 20, 30), metadata=dict(positive=True)
+    )
     n_fixed: int = 40
-    k: tuple[int, ...] = tuple(int(v) for v in np.round(np.geomspace(8, 16384, 12)))
-    seeds: int = 20
+    k: int | Sequence[int] = dataclasses.field(
+        default=tuple(int(v) for v in np.round(np.geomspace(8, 16384, 12))),
+        metadata=dict(positive=True),
+    )
+    seeds: int = dataclasses.field(default=20, metadata=dict(positive=True))
     cert_seeds: int = 8
     k_eval: int | None = None
-    step_size: float | None = None
-    tol: float = 1e-7
-    max_steps: int = 25_000
+    step_size: float | None = dataclasses.field(default=None, metadata=dict(positive=True))
+    tol: float = dataclasses.field(default=1e-7, metadata=dict(positive=True))
+    max_steps: int = dataclasses.field(default=25_000, metadata=dict(positive=True))
     shared_padding: bool = False
     d: int = 10
     seed: int = 0
-    out: pathlib.Path = pathlib.Path("results/gd-overparam")
+    out: str | os.PathLike = pathlib.Path("results/gd-overparam")
     progress: bool = True
 
     def __post_init__(self):
@@ -69,8 +87,14 @@ class OverparamOptions:
         for name in ("n", "m", "k"):
             values = tuple(int(v) for v in np.atleast_1d(getattr(self, name)))
             if not values or min(values) < 1:
-                raise ValueError(f"{name} must be positive integers; got {values!r}.")
+                raise ValueError(f"{name} must be positive integers; got {name}={values!r}.")
             object.__setattr__(self, name, values)
+        for name in ("m_fixed", "n_fixed", "seeds", "cert_seeds", "max_steps", "d"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}.")
+        if self.k_eval is not None and not self.k_eval >= 1:
+            raise ValueError(f"k_eval must be an integer >= 1; got k_eval={self.k_eval!r}.")
         if self.m_fixed >= min(self.n):
             raise ValueError(
                 f"m_fixed={self.m_fixed} must be below every n (got n={self.n}): the theory "
@@ -78,30 +102,27 @@ class OverparamOptions:
             )
         if max(self.m) >= self.n_fixed:
             raise ValueError(f"every m must be below n_fixed={self.n_fixed}; got m={self.m}.")
-        if self.step_size is not None and not self.step_size > 0:
-            raise ValueError(f"step_size must be > 0; got {self.step_size}.")
-        for name in ("seeds", "cert_seeds", "max_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        for name in ("step_size", "tol"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number; got {name}={value!r}.")
 
     @classmethod
-    def preset(cls, quick: bool = False, **overrides) -> "OverparamOptions":
-        """The defaults, or with `quick` a small grid (3 rows per diagram, 7 widths, 4 seeds,
-        2000 steps) that runs in about a minute."""
-        base = {}
-        if quick:
-            base = dict(
-                n=(8, 16, 32),
-                m_fixed=4,
-                m=(2, 4, 8),
-                n_fixed=16,
-                k=(8, 16, 32, 64, 128, 256, 512),
-                seeds=4,
-                cert_seeds=4,
-                max_steps=2000,
-                shared_padding=True,
-                out=pathlib.Path("results/gd-overparam-quick"),
-            )
+    def quick(cls, **overrides) -> "Options":
+        """A small grid (3 rows per diagram, 7 widths, 4 seeds, 2000 steps) that runs in
+        about a minute."""
+        base = dict(
+            n=(8, 16, 32),
+            m_fixed=4,
+            m=(2, 4, 8),
+            n_fixed=16,
+            k=(8, 16, 32, 64, 128, 256, 512),
+            seeds=4,
+            cert_seeds=4,
+            max_steps=2000,
+            shared_padding=True,
+            out=pathlib.Path("results/gd-overparam-quick"),
+        )
         return cls(**{**base, **overrides})
 
 
@@ -118,20 +139,23 @@ def _widths_at(freq: np.ndarray, ks: np.ndarray, level: float) -> np.ndarray:
     return out
 
 
-def run(options: OverparamOptions | None = None, log: Callable[[str], None] = print) -> dict:
+def _rows(options: Options) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    return [("n", tuple(options.n), (options.m_fixed,)), ("m", (options.n_fixed,), options.m)]
+
+
+def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathlib.Path]:
     """Runs both sweeps, certifies the same instances and draws the figure.
 
     **Returns:** the paths written: `figure` (`gd-overparam.png`), `summary`
     (`summary.txt`), `sweep_n`, `sweep_m`, `certificates_n`, `certificates_m` (netCDF).
     """
-    options = options or OverparamOptions()
     if not jax.config.read("jax_enable_x64"):
         raise RuntimeError("gd-overparam needs float64: jax_enable_x64 (a 1e-7 loss threshold).")
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     k_eval = options.k_eval or max(options.k)
     start = time.perf_counter()
-    rows = [("n", tuple(options.n), (options.m_fixed,)), ("m", (options.n_fixed,), options.m)]
+    rows = _rows(options)
     # One compiled program draws every certified instance (at the largest sizes of both
     # diagrams); with `shared_padding` both sweeps are padded alike too, and share a program.
     n_pad = max(*options.n, options.n_fixed)
@@ -186,7 +210,32 @@ def run(options: OverparamOptions | None = None, log: Callable[[str], None] = pr
             pad_to=(n_pad, m_pad, max(options.k)) if options.shared_padding else None,
         )
     wall = time.perf_counter() - start
+    paths = {
+        "certificates_n": out / "certificates_n.nc",
+        "certificates_m": out / "certificates_m.nc",
+        "sweep_n": out / "sweep_n" / "results.nc",
+        "sweep_m": out / "sweep_m" / "results.nc",
+    }
+    for y in ("n", "m"):
+        save_dataset(certs[y], paths[f"certificates_{y}"])
+    return _draw(options, datasets, certs, gamma, wall) | paths
 
+
+def redraw(folder: str | pathlib.Path) -> dict[str, pathlib.Path]:
+    """Redraws the figure and the summary from the sweeps and certificates saved in `folder`.
+
+    **Returns:** the paths written: `figure` and `summary`.
+    """
+    folder = pathlib.Path(folder)
+    options = read_options(folder, Options, out=folder)
+    datasets = {y: load_dataset(folder / f"sweep_{y}" / "results.nc") for y in ("n", "m")}
+    certs = {y: load_dataset(folder / f"certificates_{y}.nc") for y in ("n", "m")}
+    gamma = json.loads(datasets["n"].attrs["config"])["step_size"]
+    return _draw(options, datasets, certs, gamma, None)
+
+
+def _draw(options: Options, datasets, certs, gamma: float, wall) -> dict[str, pathlib.Path]:
+    out, rows, k_eval = options.out, _rows(options), options.k_eval or max(options.k)
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.6), layout="constrained")
     lines = [
         f"gd-overparam: GD γ = {gamma:.4g}, success at loss < {options.tol:g} within "
@@ -226,19 +275,11 @@ def run(options: OverparamOptions | None = None, log: Callable[[str], None] = pr
         f"Overparametrisation for gradient descent (γ = {gamma:.3g}): the certified widths "
         "are far above the widths at which descent converges"
     )
-    paths = {
-        "figure": out / "gd-overparam.png",
-        "summary": out / "summary.txt",
-        "certificates_n": out / "certificates_n.nc",
-        "certificates_m": out / "certificates_m.nc",
-        "sweep_n": out / "sweep_n" / "results.nc",
-        "sweep_m": out / "sweep_m" / "results.nc",
-    }
+    paths = {"figure": out / "gd-overparam.png", "summary": out / "summary.txt"}
     fig.savefig(paths["figure"], dpi=100)
     plt.close(fig)
-    lines.append("")
-    lines.append(f"wall time: {wall:.1f} s")
+    if wall is not None:
+        lines.append("")
+        lines.append(f"wall time: {wall:.1f} s")
     paths["summary"].write_text("\n".join(lines) + "\n")
-    for y in ("n", "m"):
-        save_dataset(certs[y], paths[f"certificates_{y}"])
     return paths
