@@ -7,10 +7,7 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-
-def _positive(x):
-    x = np.asarray(x, float)
-    return np.where(x > 0, x, np.nan)
+from .. import plot
 
 
 def order_figure(data: dict, path: pathlib.Path) -> pathlib.Path:
@@ -40,9 +37,9 @@ def sharpness_figure(data: dict, path: pathlib.Path) -> pathlib.Path:
         ts = run["ts"]
         label = f"η = {run['factor']:g}·2/λ₀ = {run['eta']:.3g}"
         axes[0].plot(ts, run["eta_lambda"], label=label)
-        axes[1].semilogy(ts, _positive(run["loss"]), label=label)
-        axes[2].semilogy(ts[1:], _positive(run["gap"][1:]), label=label)
-    axes[1].semilogy(data["flow_ts"], _positive(data["flow_loss"]), "k--", label="flow")
+        axes[1].semilogy(ts, plot.positive(run["loss"]), label=label)
+        axes[2].semilogy(ts[1:], plot.positive(run["gap"][1:]), label=label)
+    axes[1].semilogy(data["flow_ts"], plot.positive(data["flow_loss"]), "k--", label="flow")
     axes[0].axhline(2.0, color="k", ls=":", lw=1.2, label="η·λ_max = 2")
     top = max(float(np.max(run["eta_lambda"])) for run in data["runs"])
     axes[0].set_ylim(0, min(6.0, 1.1 * top))
@@ -68,15 +65,19 @@ def sharpness_figure(data: dict, path: pathlib.Path) -> pathlib.Path:
 def inertial_figure(data: dict, path: pathlib.Path) -> pathlib.Path:
     """Figure 3: the inertial flow for several `(α, β)`, its discretisation, the gradient flow."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.semilogy(data["flow_ts"], _positive(data["flow_loss"]), "k-", lw=2, label="gradient flow")
+    ax.semilogy(
+        data["flow_ts"], plot.positive(data["flow_loss"]), "k-", lw=2, label="gradient flow"
+    )
     for run in data["runs"]:
         line = ax.semilogy(
             run["ts"],
-            _positive(run["loss"]),
+            plot.positive(run["loss"]),
             ls="-" if run["beta"] == 0 else "--",
             label=f"α = {run['alpha']:g}, β = {run['beta']:g}",
         )[0]
-        ax.semilogy(run["disc_ts"], _positive(run["disc_loss"]), ".", ms=3, color=line.get_color())
+        ax.semilogy(
+            run["disc_ts"], plot.positive(run["disc_loss"]), ".", ms=3, color=line.get_color()
+        )
     ax.set_xlabel("time t (algorithm: j·h, dots)")
     ax.set_ylabel("loss F(θ(t))")
     ax.set_title(f"Inertial dynamics (dots: explicit algorithm, h = {data['h']:g})")
@@ -92,10 +93,14 @@ def baselines_figure(data: dict, path: pathlib.Path) -> pathlib.Path:
     """Figure 4: flow, descent and the Optimistix baselines against iterations."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.semilogy(
-        data["flow_iters"], _positive(data["flow_loss"]), "k--", lw=2, label="gradient flow (t/η)"
+        data["flow_iters"],
+        plot.positive(data["flow_loss"]),
+        "k--",
+        lw=2,
+        label="gradient flow (t/η)",
     )
     for run in data["runs"]:
-        ax.semilogy(run["steps"], _positive(run["loss"]), label=run["label"])
+        ax.semilogy(run["steps"], plot.positive(run["loss"]), label=run["label"])
     ax.set_xlabel("iterations (flow: t/η)")
     ax.set_ylabel("loss F(θ)")
     ax.set_title("Second-order baselines (Optimistix) on the same objective")

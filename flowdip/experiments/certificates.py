@@ -72,11 +72,6 @@ LOSS_FAMILIES: tuple[tuple[str, AbstractLoss, str], ...] = (
 )
 
 
-def _positive(values) -> np.ndarray:
-    values = np.asarray(values, float)
-    return np.where(values > 0, values, np.nan)
-
-
 def loss_families(out, *, quick: bool = False, seed: int = 0) -> dict[str, pathlib.Path]:
     """For each loss family, the flow's observed loss next to its predicted bound
     `Ψ⁻¹(Γ(t))` on one instance of `near_objective` (where `R' < R` holds, so every bound is
@@ -97,13 +92,13 @@ def loss_families(out, *, quick: bool = False, seed: int = 0) -> dict[str, pathl
         p = cert.path
         ok = np.asarray(p.valid) & (np.asarray(p.ts) > 0)
         t = np.asarray(p.ts)[ok]
-        ax.loglog(t, _positive(np.asarray(p.loss)[ok]), color="black", lw=2, label="observed")
+        ax.loglog(t, plot.positive(np.asarray(p.loss)[ok]), color="black", lw=2, label="observed")
         grid = np.geomspace(t.min(), t1, 400)
         bound = np.asarray(cert.predicted_loss(jnp.asarray(grid)))
-        ax.loglog(grid, _positive(bound), "--", color="C3", lw=2, label="bound Ψ⁻¹(Γ(t))")
+        ax.loglog(grid, plot.positive(bound), "--", color="C3", lw=2, label="bound Ψ⁻¹(Γ(t))")
         observed = np.asarray(p.loss)[ok]
         # The bound keeps falling far below what float64 resolves: show the observed range.
-        ax.set_ylim(bottom=max(np.nanmin(_positive(observed)) / 1e3, 1e-30))
+        ax.set_ylim(bottom=max(np.nanmin(plot.positive(observed)) / 1e3, 1e-30))
         ax.set_title(f"{name}\npredicted: {shape}", fontsize="medium")
         ax.set_xlabel("time t (log scale)")
         ax.grid(True, which="major", alpha=0.3)

@@ -170,22 +170,6 @@ def cell_statistics(descent, flow, step_size: float) -> dict:
 
 
 # -- figures ------------------------------------------------------------------------------------
-# `flowdip.plot` keeps its cell edges and axis labels to itself: the same ones, for the
-# panels drawn here next to its phase diagrams.
-_AXIS_LABELS = {"k": "width k", "n": "signal size n", "m": "measurements m"}
-
-
-def _edges(values):
-    # Cells centred on `values` on a log axis: edges at the geometric midpoints.
-    v = np.log(np.asarray(values, float))
-    if len(v) == 1:
-        mid = np.asarray([v[0] - 0.5, v[0] + 0.5])
-    else:
-        inner = (v[1:] + v[:-1]) / 2
-        mid = np.concatenate([[2 * v[0] - inner[0]], inner, [2 * v[-1] - inner[-1]]])
-    return np.exp(mid)
-
-
 def _log_axes(ax):
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -221,7 +205,7 @@ def phase_figure(results: dict, options: Options, path: pathlib.Path) -> pathlib
         rose = d2["rose"]
         if np.isfinite(rose).all() and rose.max() >= 0.5:
             # Hatched, unfilled cells: the success colours stay readable underneath.
-            xe, ye = _edges(ks), _edges(ys)
+            xe, ye = plot.cell_edges(ks), plot.cell_edges(ys)
             for jj, ii in zip(*np.nonzero(rose >= 0.5)):
                 a.add_patch(
                     matplotlib.patches.Rectangle(
@@ -253,7 +237,12 @@ def phase_figure(results: dict, options: Options, path: pathlib.Path) -> pathlib
         )
         _log_axes(c)
         mesh = c.pcolormesh(
-            _edges(ks), _edges(ys), d2["difference"], cmap="RdBu_r", vmin=-1, vmax=1
+            plot.cell_edges(ks),
+            plot.cell_edges(ys),
+            d2["difference"],
+            cmap="RdBu_r",
+            vmin=-1,
+            vmax=1,
         )
         fig.colorbar(mesh, ax=c, label="descent − flow success frequency")
         for j, yv in enumerate(ys):
@@ -268,8 +257,8 @@ def phase_figure(results: dict, options: Options, path: pathlib.Path) -> pathlib
                         fontsize=6,
                         color="black",
                     )
-        c.set_xlabel(_AXIS_LABELS["k"])
-        c.set_ylabel(_AXIS_LABELS[y])
+        c.set_xlabel(plot.AXIS_LABELS["k"])
+        c.set_ylabel(plot.AXIS_LABELS[y])
         c.set_title(f"{figure}: where they disagree\n(numbers: % of runs with different outcomes)")
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -97,11 +97,12 @@ def trajectories(comparison: Comparison):
 
 
 # -- phase diagrams of sweeps -------------------------------------------------------------------
-_AXIS_LABELS = {"k": "width k", "n": "signal size n", "m": "measurements m", "d": "input size d"}
+#: Axis labels of the grid dimensions of a sweep.
+AXIS_LABELS = {"k": "width k", "n": "signal size n", "m": "measurements m", "d": "input size d"}
 _SUPERSCRIPTS = {1.0: "", 2.0: "²", 3.0: "³"}
 
 
-def _cell_edges(values: np.ndarray, log: bool) -> np.ndarray:
+def cell_edges(values: np.ndarray, log: bool = True) -> np.ndarray:
     """Edges of cells centred on `values` (geometric midpoints on a log axis)."""
     v = np.log(values) if log else values.astype(float)
     if len(v) == 1:
@@ -166,7 +167,7 @@ def phase_diagram(
     style = dict(vmin=0, vmax=1, cmap="viridis")
     if log:
         # `shading="nearest"` in log coordinates: cells bounded by geometric midpoints.
-        mesh = ax.pcolormesh(_cell_edges(xs, True), _cell_edges(ys, True), freq, **style)
+        mesh = ax.pcolormesh(cell_edges(xs, True), cell_edges(ys, True), freq, **style)
     else:
         mesh = ax.pcolormesh(xs, ys, freq, shading="nearest", **style)
     ax.figure.colorbar(mesh, ax=ax, label="success frequency")
@@ -213,8 +214,8 @@ def phase_diagram(
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
 
-    ax.set_xlabel(_AXIS_LABELS.get(x, x))
-    ax.set_ylabel(_AXIS_LABELS.get(y, y))
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(AXIS_LABELS.get(y, y))
     fixed_text = ", ".join(f"{d} = {v:g}" for d, v in fixed.items())
     ax.set_title(f"{fixed_text + ' · ' if fixed_text else ''}runs per cell: {runs}")
     if handles:
@@ -224,7 +225,8 @@ def phase_diagram(
 
 
 # -- theory certificates ------------------------------------------------------------------------
-def _positive(values) -> np.ndarray:
+def positive(values) -> np.ndarray:
+    """`values` as floats with every entry `<= 0` replaced by NaN (for log axes)."""
     values = np.asarray(values, dtype=float)
     return np.where(values > 0, values, np.nan)
 
@@ -257,10 +259,10 @@ def certificate(certificates, labels: Sequence[str] | None = None):
         label = labels[i] if labels else kind
         color = colors[i % len(colors)]
         a = axes[0]
-        a.semilogy(t, _positive(np.asarray(p.loss)[ok]), color=color, label=f"{label}: observed")
+        a.semilogy(t, positive(np.asarray(p.loss)[ok]), color=color, label=f"{label}: observed")
         a.semilogy(
             t,
-            _positive(np.asarray(p.predicted_loss)[ok]),
+            positive(np.asarray(p.predicted_loss)[ok]),
             "--",
             color=color,
             label=f"{label}: bound Ψ⁻¹(Γ(t))" + (" (R'<R fails)" if not bool(p.condition) else ""),
@@ -303,16 +305,16 @@ def recovery(rec, ax=None, title: str | None = None):
     ok = np.asarray(rec.valid) & (np.asarray(rec.ts) > 0)
     t = np.asarray(rec.ts)[ok]
     ax.loglog(t, np.asarray(rec.error)[ok], color="black", lw=2, label="observed ‖x(t) − x̄‖")
-    ax.loglog(t, _positive(np.asarray(rec.bound)[ok]), color="C3", lw=1.8, label="bound (sum)")
+    ax.loglog(t, positive(np.asarray(rec.bound)[ok]), color="C3", lw=1.8, label="bound (sum)")
     ax.loglog(
         t,
-        _positive(np.asarray(rec.optimisation_term)[ok]),
+        positive(np.asarray(rec.optimisation_term)[ok]),
         "--",
         color="C0",
         label="optimisation term",
     )
     # The y range follows the observed error; a term far below it is named in the legend.
-    floor = 0.3 * np.nanmin(_positive(np.asarray(rec.error)[ok]))
+    floor = 0.3 * np.nanmin(positive(np.asarray(rec.error)[ok]))
     for value, color, name in (
         (float(rec.noise_term), "C1", "noise term ‖ε‖/μ"),
         (float(rec.expressivity_term), "C2", "expressivity term"),
