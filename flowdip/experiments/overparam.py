@@ -161,9 +161,9 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     n_pad = max(*options.n, options.n_fixed)
     m_pad = max(*options.m, options.m_fixed)
     log(f"Certifying {options.cert_seeds} instances per row at k = {k_eval} ...")
-    certs = {}
-    for i, (y, ns, ms) in enumerate(rows):
-        certs[y] = certified_widths(
+
+    def certify_row(ns, ms, step_size):
+        return certified_widths(
             INSTANCE,
             n=ns,
             m=ms,
@@ -171,9 +171,13 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
             seeds=options.cert_seeds,
             d=options.d,
             seed=options.seed,
-            step_size=options.step_size,
+            step_size=step_size,
             pad_to=(n_pad, m_pad),
         )
+
+    certs = {}
+    for i, (y, ns, ms) in enumerate(rows):
+        certs[y] = certify_row(ns, ms, options.step_size)
         log(f"  [{i + 1}/2] rows {y} = {[int(v) for v in certs[y][y].values]}: done")
     gamma = options.step_size
     if gamma is None:
@@ -181,17 +185,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
         gamma = 1.0 / L
         # Same compiled certificates, now at the common step (c_γ = 1 − γL̂/2 ≥ ½ for each).
         for y, ns, ms in rows:
-            certs[y] = certified_widths(
-                INSTANCE,
-                n=ns,
-                m=ms,
-                k=k_eval,
-                seeds=options.cert_seeds,
-                d=options.d,
-                seed=options.seed,
-                step_size=gamma,
-                pad_to=(n_pad, m_pad),
-            )
+            certs[y] = certify_row(ns, ms, gamma)
     log(f"Descent step γ = {gamma:.4g} (1/max L̂ over the certified instances).")
     datasets = {}
     for i, (y, ns, ms) in enumerate(rows):
