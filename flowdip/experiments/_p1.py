@@ -1,14 +1,14 @@
 """The P1 protocol (Buskulic, Fadili, Quéau, SSVM 2023, §4) and the grids of its two figures,
 shared by the experiments that run it (`ssvm-fig1`, `ssvm-fig2`, `flow-vs-descent-phase`).
 
-The protocol of P1 (its §4, see `THEORY.md` §0b): noise-free Gaussian compressed sensing, the
+The protocol of P1 (its §4, see docs/theory.md §11.1): noise-free Gaussian compressed sensing, the
 two-layer DIP initialised as in its assumptions A-1…A-4 (`u` uniform on the sphere, `W₀` with
 N(0, 1) entries, Rademacher `V`), the sigmoid activation, `A` and `x̄` with i.i.d. N(0, 1)
 entries, gradient descent with a fixed step of 1, stopped once the loss falls below 1e-7 or
 after 25 000 steps, 50 runs per cell; the figures show the frequency of reaching the threshold.
 
 P1 leaves blank the grids, `m` in Figure 1, `n` in Figure 2 and `d`. Ours: `d = 10` (it does
-not affect the dynamics, THEORY.md §1.4); Figure 1 at `m = 10` with `n` from 4 to 512 and `k`
+not affect the dynamics, docs/theory.md §3.2); Figure 1 at `m = 10` with `n` from 4 to 512 and `k`
 from 16 to 8192; Figure 2 at `n = 40` with `m` from 2 to 40 and `k` from 4 to 8192, all
 log-spaced. Small exploratory runs (4 seeds) placed the 50% line inside both grids.
 """

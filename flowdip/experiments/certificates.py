@@ -62,7 +62,7 @@ def ill_conditioned_objective(
     return Objective(InverseProblem(A, x, noise_std=noise_std, key=k_e), net)
 
 
-#: The loss families of the loss-decay figure, with the shape THEORY.md §1.5 and §6 predict.
+#: The loss families of the loss-decay figure, with the shape docs/theory.md §4 and §6 predict.
 LOSS_FAMILIES: tuple[tuple[str, AbstractLoss, str], ...] = (
     ("MSE", MSE(), "exponential"),
     ("Huber(δ=0.02)", Huber(0.02), "linear, then exponential"),

@@ -7,7 +7,7 @@ Gaussian `A` with N(0, 1) entries, `x̄` Gaussian, MSE):
    flow (slope 1) and to the modified flow `θ' = −∇(F + (η/4)‖∇F‖²)` (slope 2).
 2. `sharpness.png`: descent at step sizes below and above `2/λ_max(θ₀)`: the normalised
    sharpness `η·λ_max` along each run, the loss, and the gap to the gradient flow.
-3. `inertial.png`: the inertial flow (P4, THEORY.md §5) for several `(α, β)` against the
+3. `inertial.png`: the inertial flow (P4, docs/theory.md §9) for several `(α, β)` against the
    gradient flow, with the explicit inertial algorithm on top.
 4. `baselines.png`: gradient flow, gradient descent, Gauss–Newton, Levenberg–Marquardt and
    BFGS (Optimistix) on one axis of iterations.

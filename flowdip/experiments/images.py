@@ -1,5 +1,5 @@
 """`flowdip reproduce images`: the image experiments of P3 (Buskulic, Fadili, Quéau, EUSIPCO
-2024), reconstructed (THEORY.md §0b: the paper shows reconstructions with two operators whose
+2024), reconstructed (docs/theory.md §11.3: the paper shows reconstructions with two operators whose
 conditioning and noise levels explain the quality gap; its exact protocol was not recovered).
 
 Protocol (ours; every choice is an option of `Options`):

@@ -1,14 +1,14 @@
 """`flowdip reproduce gd-overparam`: the P3-style check of the overparametrisation bound for
-gradient descent (THEORY.md §3.4, §4.2, §7.1 item 13).
+gradient descent (docs/theory.md §7.4, §8.2, §10.6).
 
 Two sweeps with gradient descent at a certified step size: width `k` against the signal size
 `n` at fixed `m`, and `k` against the number of measurements `m` at fixed `n`. On each phase
 diagram the certified thresholds are drawn (the realised `R'_GD < R` width `k_thr/c_γ²` and
 the Chernoff width, medians over the same instances the sweep runs) next to the empirical
-widths at which descent converges with probability 0.5 and 0.9. THEORY.md §7.4 predicts the
+widths at which descent converges with probability 0.5 and 0.9. docs/theory.md §11.4 predicts the
 certified widths to be far above the empirical ones: the bound is pessimistic.
 
-The protocol is the proposal of THEORY.md §7.3 (P3's own grids are unknown): `A` with
+The protocol is the proposal of docs/theory.md §11.2 (P3's own grids are unknown): `A` with
 N(0, 1/m) entries, `x̄` uniform on the unit sphere, sigmoid, Rademacher `V`, MSE, success at
 loss < 1e-7. The step size is `1/max L̂` over the certified instances (so `c_γ ≥ ½` for each).
 """
