@@ -1,1 +1,2 @@
-"""Private package; see flowdip/__init__.py for the public names."""
+"""What runs and sweeps show: sharpness, flow-against-descent comparisons and convergence
+orders, fits of rates and phase transitions, the disagreement of two sweeps."""

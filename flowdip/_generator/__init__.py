@@ -1,1 +1,2 @@
-"""Private package; see flowdip/__init__.py for the public names."""
+"""Generators `x = g(u, θ)`: activations with their constants, the two-layer DIP and the MLP
+(`networks`), the convolutional DIP (`convdip`)."""

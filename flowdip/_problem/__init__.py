@@ -1,1 +1,2 @@
-"""Private package; see flowdip/__init__.py for the public names."""
+"""Inverse problems `y = A x̄ + ε` (`problem`) and matrix-free imaging operators (`imaging`,
+`operators`, `blur`)."""

@@ -1,4 +1,4 @@
-"""Private package; see flowdip/__init__.py for the public names.
+"""Sweeps: every run of a grid, batched, on disk, resumable.
 
 `protocol` (grid, instance, run keys), `plan` (chunks), `record` (what a run records),
 `engine` (executing one chunk), `store` (config, folder, dataset), `sweep` (the orchestrator).

@@ -1,1 +1,2 @@
-"""Private package; see flowdip/__init__.py for the public names."""
+"""Theory held against runs: certificates (`results`, `bounds`, `certificate`), recovery
+bounds, certified widths over a grid (`overparam`)."""
