@@ -129,7 +129,7 @@ def test_mse_formulas_and_widths(small):
     k_ch = 4.958 * n * act.B**2 * math.log(n) / act.C_phi_prime**2
     assert np.isclose(cert.width_chernoff, k_ch, rtol=1e-3)
     table = fd.plot.certificate_table(cert)
-    assert "§3.4" in table and "R_prime" in table
+    assert "§7.4" in table and "R_prime" in table
 
 
 def test_constants_are_parameters_and_validated(small):
