@@ -53,8 +53,9 @@ def refuse_links(folder: pathlib.Path) -> None:
 def locked(folder: pathlib.Path) -> Iterator[None]:
     """Holds `folder`'s lock file (`sweep.lock`, `flock`): one process at a time writes a
     folder. Raises at once if another holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
     refuse_links(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    refuse_links(folder)  # again: a link may have appeared meanwhile
     path = folder / LOCK
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -71,7 +72,7 @@ def locked(folder: pathlib.Path) -> Iterator[None]:
             ) from None
         # Temporary files of a killed writer: ours to remove now that we hold the lock.
         for entry in folder.iterdir():
-            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
                 entry.unlink(missing_ok=True)
         yield
     finally:

@@ -44,7 +44,7 @@ def protocol(
 
     **Returns:** a JSON-ready dict: `instance`, `dynamics` and `stop` as their reprs for a
     reader (the dynamics' repr shows no array values, hence `step_size`), and `values`, the
-    [`fingerprint`][] of all three, which any change of any of their values changes.
+    `fingerprint` of all three, which any change of any of their values changes.
     """
     return dict(
         values=fingerprint(instance, dynamics, stop),
