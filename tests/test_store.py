@@ -207,6 +207,16 @@ def test_a_second_writer_is_refused_while_the_lock_is_held(tmp_path):
     assert not (tmp_path / "sweep.json").exists()
 
 
+def test_a_linked_folder_is_refused(finished, tmp_path):
+    (tmp_path / "link").symlink_to(finished, target_is_directory=True)
+    for attempt in (
+        lambda: _sweep(tmp_path / "link"),
+        lambda: fd.merge_sweeps([tmp_path / "link"]),
+    ):
+        with pytest.raises(folder_.SweepFolderError, match="link is a symbolic link"):
+            attempt()
+
+
 def test_merge_of_nothing_is_refused():
     with pytest.raises(ValueError, match="at least one"):
         fd.merge_sweeps([])

@@ -166,7 +166,7 @@ def read_chunk(
     if extra:
         raise _fail(path, f"it holds variables a sweep does not write: {extra}")
     index = arrays["chunk_index"]
-    if index.shape != () or int(index) != chunk.index:
+    if index.shape != () or index.dtype.kind not in "iu" or int(index) != chunk.index:
         raise _fail(path, f"it holds chunk {index} (a copy of another chunk?), not {chunk.index}")
     if str(arrays["sweep_digest"]) != digest:
         raise _fail(path, "it was written by a sweep with other arguments")
