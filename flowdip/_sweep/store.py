@@ -2,6 +2,7 @@
 `sweep.json`, one file per chunk), the assembled `xarray.Dataset` and its netCDF file."""
 
 import dataclasses
+import enum
 import hashlib
 import json
 import math
@@ -11,11 +12,20 @@ import subprocess
 import time
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._dynamics import AbstractDynamics, LossBelow
 from .._solve import can_segment, horizon_of, RESULTS
+from .folder import (
+    locked,
+    read_finished,
+    read_manifest,
+    refuse_links,
+    SweepFolderError,
+    write_atomic,
+)
 from .plan import Chunk, plan_chunks
 from .protocol import Grid, Instance
 from .record import variables
@@ -32,10 +42,12 @@ def protocol(
     """The entries of a sweep's config that fix what each run computes (how the runs are
     batched only changes round-off).
 
-    **Returns:** a JSON-ready dict (`instance`, `dynamics` and `stop` as their reprs; the
-    dynamics' repr shows no array values, hence `step_size`).
+    **Returns:** a JSON-ready dict: `instance`, `dynamics` and `stop` as their reprs for a
+    reader (the dynamics' repr shows no array values, hence `step_size`), and `values`, the
+    `fingerprint` of all three, which any change of any of their values changes.
     """
     return dict(
+        values=fingerprint(instance, dynamics, stop),
         grid=dataclasses.asdict(grid),
         instance={f.name: repr(getattr(instance, f.name)) for f in dataclasses.fields(instance)},
         dynamics=repr(dynamics),
@@ -81,49 +93,72 @@ def config(
     return out
 
 
+def _feed(h, obj) -> None:
+    t = type(obj)
+    name = f"{t.__module__}.{t.__qualname__}"
+    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
+        h.update(f"{name}:{obj!r};".encode())  # a float's repr round-trips exactly
+    elif isinstance(obj, jax.Array | np.ndarray | np.generic):
+        if jnp.issubdtype(obj.dtype, jax.dtypes.prng_key):
+            h.update(f"key:{jax.random.key_impl(obj)};".encode())
+            obj = jax.random.key_data(obj)
+        a = np.ascontiguousarray(obj)
+        h.update(f"array:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    elif isinstance(obj, tuple | list):
+        h.update(f"{name}[{len(obj)}](".encode())
+        for v in obj:
+            _feed(h, v)
+        h.update(b")")
+    elif isinstance(obj, dict):
+        h.update(f"{name}{{{len(obj)}}}(".encode())
+        for key in sorted(obj, key=repr):
+            _feed(h, key)
+            _feed(h, obj[key])
+        h.update(b")")
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        # Equinox modules are dataclasses: array leaves and static fields alike, by name.
+        h.update(f"{name}(".encode())
+        for field in dataclasses.fields(obj):
+            h.update(f"{field.name}=".encode())
+            _feed(h, getattr(obj, field.name, None))
+        h.update(b")")
+    elif isinstance(obj, enum.Enum):
+        h.update(f"{name}.{obj.name};".encode())
+    elif isinstance(obj, type) or callable(obj):
+        h.update(
+            f"{name}:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')};".encode()
+        )
+    else:
+        leaves, treedef = jax.tree_util.tree_flatten(obj)
+        if leaves == [obj]:
+            h.update(f"{name}:{obj!r};".encode())
+        else:
+            h.update(f"{name}:{treedef};".encode())
+            _feed(h, leaves)
+
+
+def fingerprint(*objects) -> str:
+    """The SHA-256 of the full values of `objects` (PyTrees, dataclasses, Equinox modules):
+    every array leaf by dtype, shape and bytes, every static field, and the structure.
+
+    **Returns:** a hex digest.
+    """
+    h = hashlib.sha256()
+    _feed(h, objects)
+    return h.hexdigest()
+
+
 def digest(config: dict) -> str:
-    """The SHA-256 of a config, which tells whether two folders hold the same sweep."""
+    """The SHA-256 of a config (whose `values` fingerprint the instance, dynamics and stop
+    rule in full), which tells whether two folders hold the same sweep."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def open_folder(folder: pathlib.Path, config: dict) -> None:
-    """Makes `folder` a sweep folder of `config`: writes its manifest `sweep.json`, or checks
-    that the one there is of the same config (raises `ValueError` if not)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "sweep.json"
-    mine = digest(config)
-    if manifest.exists():
-        old = json.loads(manifest.read_text())
-        if old.get("digest") != mine:
-            raise ValueError(
-                f"{folder} holds a sweep with other arguments ({manifest}); use another "
-                "folder, or delete it to start again."
-            )
-    else:
-        manifest.write_text(json.dumps(dict(config=config, digest=mine), indent=1))
+def _distribution():
+    import importlib.metadata as md
 
-
-def read_chunks(folder: pathlib.Path, chunks: Sequence[Chunk]) -> dict[int, dict]:
-    """The outputs of those of `chunks` whose files are in `folder`, by chunk index."""
-    results = {}
-    for c in chunks:
-        path = folder / c.name
-        if path.exists():
-            with np.load(path) as f:
-                results[c.index] = {name: f[name] for name in f.files}
-    return results
-
-
-def write_chunk(folder: pathlib.Path, chunk: Chunk, outputs: dict) -> None:
-    """Writes a chunk's outputs to its file in `folder`, whole or not at all (a kill leaves
-    no partial file for a resumed sweep to read)."""
-    path = folder / chunk.name
-    tmp = path.with_suffix(".tmp.npz")
-    with open(tmp, "wb") as f:
-        np.savez(f, **outputs)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return md.distribution("flowdip")
 
 
 def _versions() -> dict:
@@ -139,23 +174,51 @@ def _versions() -> dict:
     return out
 
 
-def _git_revision() -> str:
-    here = pathlib.Path(__file__).resolve().parent
+def _source_root() -> pathlib.Path | None:
+    """The folder of flowdip's own repository when flowdip is an editable install of it and
+    this very package is imported from there; else `None` (a revision read elsewhere, e.g. in
+    a user's repository that holds an installed flowdip, would be the user's)."""
+    import importlib.metadata as md
+    import tomllib
+    import urllib.parse
+    import urllib.request
+
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
+        info = json.loads(_distribution().read_text("direct_url.json") or "{}")
+    except (md.PackageNotFoundError, ValueError):
+        return None
+    url = urllib.parse.urlparse(str(info.get("url", "")))
+    if not (info.get("dir_info") or {}).get("editable") or url.scheme != "file":
+        return None
+    root = pathlib.Path(urllib.request.url2pathname(url.path)).resolve()
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text())
+    except (OSError, ValueError):
+        return None
+    here = pathlib.Path(__file__).resolve()
+    if project.get("project", {}).get("name") != "flowdip" or root not in here.parents:
+        return None
+    return root if (root / ".git").exists() else None
+
+
+def _git_revision() -> str:
+    root = _source_root()
+    if root is None:
+        return "unknown"
+    try:
+        git = dict(cwd=root, capture_output=True, text=True, timeout=5)
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], check=True, **git).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], **git).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def provenance() -> dict:
+    """What wrote a sweep: the installed versions of flowdip and its numerical stack, and
+    flowdip's VCS revision when it is an editable install of its own repository ("unknown"
+    otherwise)."""
+    return dict(versions=_versions(), git_revision=_git_revision())
 
 
 def result_codes() -> dict[str, int]:
@@ -194,10 +257,11 @@ def assemble(grid: Grid, chunks: Sequence[Chunk], results: dict[int, dict], conf
         coords=dict(n=list(grid.n), m=list(grid.m), k=list(grid.k), seed=np.arange(grid.seeds)),
     )
     ds["filled"] = (dims, filled)
+    about = provenance()
     ds.attrs.update(
         config=json.dumps(config),
-        versions=json.dumps(_versions()),
-        git_revision=_git_revision(),
+        versions=json.dumps(about["versions"]),
+        git_revision=about["git_revision"],
         result_codes=json.dumps(result_codes()),
         complete=int(filled.all()),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -211,9 +275,8 @@ def save_dataset(ds, path) -> None:
     for name in ds.data_vars:
         if ds[name].dtype == bool:
             ds[name] = ds[name].astype("i1")
-    tmp = pathlib.Path(str(path) + ".tmp")
-    ds.to_netcdf(tmp, engine="scipy")
-    os.replace(tmp, path)
+    path = pathlib.Path(path)
+    write_atomic(path.parent, path.name, ds.to_netcdf(engine="scipy"))
 
 
 def load_dataset(path):
@@ -228,11 +291,28 @@ def load_dataset(path):
 
 
 def merge_sweeps(folders: Sequence[str | os.PathLike], out: str | os.PathLike | None = None):
-    """Joins the chunk files that shards of one sweep wrote (to one or several folders)."""
+    """Joins the chunk files that shards of one sweep wrote (to one or several folders),
+    each chunk checked against the plan and its folder's manifest.
+
+    **Arguments:** `folders`, sweep folders of one sweep; `out`, a folder to write
+    `results.nc` to (or `None`).
+
+    **Returns:** the sweep's `xarray.Dataset`.
+    """
     folders = [pathlib.Path(f) for f in folders]
-    manifests = [json.loads((f / "sweep.json").read_text()) for f in folders]
+    if not folders:
+        raise ValueError("merge_sweeps needs at least one sweep folder; got folders=[].")
+    manifests = []
+    for f in folders:
+        refuse_links(f)
+        manifest = read_manifest(f)
+        if manifest is None:
+            raise SweepFolderError(f"{f} is not a sweep folder (it has no sweep.json).")
+        manifests.append(manifest)
     if len({m["digest"] for m in manifests}) != 1:
-        raise ValueError("These folders hold sweeps with different arguments.")
+        raise ValueError(
+            f"These folders hold sweeps with different arguments: {[str(f) for f in folders]}."
+        )
     config = manifests[0]["config"]
     g = config["grid"]
     grid = Grid(n=g["n"], m=g["m"], k=g["k"], seeds=g["seeds"], d=g["d"])
@@ -243,13 +323,16 @@ def merge_sweeps(folders: Sequence[str | os.PathLike], out: str | os.PathLike | 
         bucket_ratio=config["bucket_ratio"],
         pad_to=None if pad_to is None else tuple(pad_to),
     )
+    diagnostics = bool(config.get("diagnostics", False))
     results: dict[int, dict] = {}
-    for folder in folders:
-        results.update(read_chunks(folder, [c for c in chunks if c.index not in results]))
+    for folder, manifest in zip(folders, manifests):
+        todo = [c for c in chunks if c.index not in results]
+        results.update(read_finished(folder, manifest, todo, diagnostics))
     ds = assemble(grid, chunks, results, config)
     if out is not None:
-        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
-        save_dataset(ds, pathlib.Path(out) / "results.nc")
+        out = pathlib.Path(out)
+        with locked(out):
+            save_dataset(ds, out / "results.nc")
     return ds
 
 

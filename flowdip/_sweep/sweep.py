@@ -6,7 +6,7 @@ import pathlib
 
 from .._dynamics import AbstractDynamics, LossBelow
 from .._solve import horizon_of
-from . import engine, store
+from . import engine, folder as folder_, store
 from .plan import plan_chunks
 from .protocol import Grid, Instance
 
@@ -104,28 +104,39 @@ def sweep(
         diagnostics=diagnostics,
         compact=compact,
     )
+
+    def run(c):
+        return engine.execute(
+            c, grid, instance, dynamics, horizon, stop, seed, diagnostics, compact
+        )
+
     chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio, pad_to=pad_to)
     mine = [c for c in chunks if c.index % count == i]
-    folder = None if out is None else pathlib.Path(out)
-    results = {}
-    if folder is not None:
-        store.open_folder(folder, config)
-        results = store.read_chunks(folder, mine)
+    if out is None:
+        return _run(grid, chunks, mine, config, None, progress, run)
+    folder = pathlib.Path(out)
+    with folder_.locked(folder):
+        opened = folder_.open_folder(folder, config, store.digest(config), store.provenance())
+        ds = _run(grid, chunks, mine, config, opened, progress, run)
+        store.save_dataset(ds, folder / "results.nc")
+    return ds
 
+
+def _run(grid, chunks, mine, config, folder, progress, run):
+    """Runs the chunks of `mine` not finished in `folder` (if any), writing each there as
+    it finishes, and assembles the dataset."""
+    results = {} if folder is None else folder.read(mine)
     todo = [c for c in mine if c.index not in results]
     bar = _progress(sum(len(c.runs) for c in mine), len(mine), progress)
     bar.update(sum(len(c.runs) for c in mine if c.index in results), len(mine) - len(todo))
     for c in todo:
-        res = engine.execute(c, grid, instance, dynamics, horizon, stop, seed, diagnostics, compact)
+        res = run(c)
         if folder is not None:
-            store.write_chunk(folder, c, res)
+            folder.write(c, res)
         results[c.index] = res
         bar.update(len(c.runs), 1)
     bar.close()
-    ds = store.assemble(grid, chunks, results, config)
-    if folder is not None:
-        store.save_dataset(ds, folder / "results.nc")
-    return ds
+    return store.assemble(grid, chunks, results, config)
 
 
 class _progress:
