@@ -94,6 +94,7 @@ from ._sweep import (
     run_key as run_key,
     save_dataset as save_dataset,
     sweep as sweep,
+    SweepFolderError as SweepFolderError,
 )
 from ._theory.certificate import certify as certify
 from ._theory.overparam import (

@@ -5,6 +5,7 @@
 """
 
 from .engine import run_cell as run_cell
+from .folder import SweepFolderError as SweepFolderError
 from .plan import Chunk as Chunk, plan_chunks as plan_chunks
 from .protocol import Grid as Grid, Instance as Instance, run_key as run_key, run_keys as run_keys
 from .store import (
