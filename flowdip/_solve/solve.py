@@ -14,7 +14,7 @@ from .._dynamics import (
     AbstractStopRule,
 )
 from .._objective import Objective
-from .._typing import Array, checked, Float, is_concrete
+from .._typing import Array, check_int, check_real, checked, Float, is_concrete, Size
 from .loop import DIVERGE_FACTOR, PARAM_FACTOR, solve_descent, solve_flow
 from .trajectory import RESULTS, Trajectory
 
@@ -28,9 +28,7 @@ class SolveError(RuntimeError):
 
 
 def _nonneg_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0; got {name}={value!r}.")
-    return int(value)
+    return check_int(name, value, 0)
 
 
 def _check_times(ts, t1) -> np.ndarray:
@@ -74,9 +72,9 @@ def solve(
     dynamics: AbstractDynamics,
     *,
     t1: float | None = None,
-    num_steps: int | None = None,
+    num_steps: Size | None = None,
     ts: Float[Array, " T"] | np.ndarray | list | None = None,
-    num_saves: int = 201,
+    num_saves: Size = 201,
     stop: AbstractStopRule | None = None,
     save_params: bool = True,
     save_signal: bool = False,
@@ -116,9 +114,12 @@ def solve(
             raise TypeError(f"{name} must be a number > 1; got {name}={factor!r}.")
         if not (math.isfinite(factor) and factor > 1):
             raise ValueError(f"{name} must be a finite number > 1; got {name}={factor}.")
-    if isinstance(num_saves, bool) or num_saves < 1:
-        raise ValueError(f"num_saves must be >= 1; got {num_saves}.")
-    if t1 is not None and not (math.isfinite(t1) and t1 >= 0):
+    num_saves = check_int("num_saves", num_saves)
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a flowdip.Objective; got {type(objective).__name__}.")
+    if stop is not None and not isinstance(stop, AbstractStopRule):
+        raise TypeError(f"stop must be a stop rule such as flowdip.LossBelow; got stop={stop!r}.")
+    if t1 is not None and not (math.isfinite(check_real("t1", t1)) and t1 >= 0):
         raise ValueError(f"t1 must be a finite time >= 0; got t1={t1}.")
     if isinstance(dynamics, AbstractDiscreteDynamics):
         traced_eta = not is_concrete(dynamics.step_size)
@@ -183,7 +184,7 @@ def solve(
             save_signal=save_signal,
         )
     else:
-        raise TypeError(f"Unknown dynamics {type(dynamics).__name__}.")
+        raise TypeError(f"dynamics must be a flowdip dynamics; got dynamics={dynamics!r}.")
 
     if throw:
         if is_concrete(traj.result):
@@ -217,7 +218,7 @@ def horizon_of(
         if not (math.isfinite(t1) and t1 >= 0):
             raise ValueError(f"t1 must be a finite time >= 0; got t1={t1}.")
         return float(t1)
-    raise TypeError(f"Unknown dynamics {type(dynamics).__name__}.")
+    raise TypeError(f"dynamics must be a flowdip dynamics; got dynamics={dynamics!r}.")
 
 
 def solve_to(

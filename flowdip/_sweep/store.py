@@ -229,6 +229,8 @@ def load_dataset(path):
 
 def merge_sweeps(folders: Sequence[str | os.PathLike], out: str | os.PathLike | None = None):
     """Joins the chunk files that shards of one sweep wrote (to one or several folders)."""
+    if isinstance(folders, str | bytes | os.PathLike) or not folders:
+        raise ValueError(f"folders must be a non-empty list of sweep folders; got {folders!r}.")
     folders = [pathlib.Path(f) for f in folders]
     manifests = [json.loads((f / "sweep.json").read_text()) for f in folders]
     if len({m["digest"] for m in manifests}) != 1:
