@@ -34,7 +34,13 @@ def _ints(name: str, values) -> tuple[int, ...]:
     values = tuple(values)
     if not values:
         raise ValueError(f"{name} must hold at least one size; got {name}={values!r}.")
-    values = tuple(check_int(f"{name}[{i}]", v) for i, v in enumerate(values))
+    for i, v in enumerate(values):
+        try:
+            check_int(f"{name}[{i}]", v)
+        except (TypeError, ValueError) as error:
+            message = f"{name} must be integers >= 1; got {name}[{i}]={v!r}."
+            raise type(error)(message) from None
+    values = tuple(int(v) for v in values)
     if len(set(values)) != len(values):
         raise ValueError(f"{name} has repeated values: {values!r}.")
     return tuple(sorted(values))
