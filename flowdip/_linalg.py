@@ -27,6 +27,9 @@ def state_from_coordinates(objective: Objective, coords: Float[Array, " p"]) -> 
 
     **Returns:** the state, as [`flowdip.Objective.initial_state`][] gives it.
     """
+    p = num_coordinates(objective)
+    if jnp.shape(coords) != (p,):
+        raise ValueError(f"coords must have shape {(p,)}; got shape {jnp.shape(coords)}.")
     if objective.reduced:
         return objective.generator.z + jnp.sqrt(objective.u_norm2) * coords
     flat0, unravel = ravel_pytree(objective.initial_state())

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._typing import Array, ArrayLike, Float, RealScalarLike
+from ._typing import Array, ArrayLike, check_real, Float, RealScalarLike
 
 
 def _dtype_bounds(dtype) -> tuple[float, float]:
@@ -169,7 +169,7 @@ class PowerLoss(AbstractLoss):
     (locally for `p > 2`, not at all for `p < 2`).
     """
 
-    p: float = eqx.field(static=True, converter=float)
+    p: float = eqx.field(static=True, converter=lambda p: check_real("p", p))
 
     def __check_init__(self):
         if not (math.isfinite(self.p) and self.p > 1):
@@ -239,7 +239,7 @@ class Huber(AbstractLoss):
     linearly, then exponentially. `∇ℓ` is 1-Lipschitz.
     """
 
-    delta: float = eqx.field(static=True, converter=float)
+    delta: float = eqx.field(static=True, converter=lambda delta: check_real("delta", delta))
 
     def __check_init__(self):
         if not (math.isfinite(self.delta) and self.delta > 0):
@@ -292,7 +292,7 @@ class PseudoHuber(AbstractLoss):
     `Ψ⁻¹` by bisection. `∇ℓ` is 1-Lipschitz.
     """
 
-    delta: float = eqx.field(static=True, converter=float)
+    delta: float = eqx.field(static=True, converter=lambda delta: check_real("delta", delta))
 
     def __check_init__(self):
         if not (math.isfinite(self.delta) and self.delta > 0):

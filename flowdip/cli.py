@@ -68,6 +68,9 @@ def _items(kind: type, positive: bool) -> Callable[[str], tuple]:
 
 
 def _path(text: str) -> pathlib.Path:
+    # `Path("")` is the current folder: an empty argument is a mistake, not a request for it.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
     return pathlib.Path(text)
 
 
@@ -293,6 +296,11 @@ def _reproduce(args: argparse.Namespace) -> int:
         paths = reproduce(args.experiment, options, fresh=args.fresh)
     except FolderError as error:
         return _fail(args, str(error))
+    except OSError as error:
+        # A folder that cannot be made or written (under a file, no permission, disk full).
+        return _fail(
+            args, f"cannot write {error.filename or getattr(options, 'out', '')}: {error.strerror}"
+        )
     return _wrote(start, paths)
 
 
@@ -308,7 +316,7 @@ def _plot(folder: pathlib.Path) -> int:
     start = time.perf_counter()
     try:
         _, paths = redraw(folder)
-    except (FolderError, FileNotFoundError) as error:
+    except (FolderError, OSError) as error:
         print(f"flowdip plot: error: {error}", file=sys.stderr)
         return 2
     return _wrote(start, paths)

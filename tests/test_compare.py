@@ -39,8 +39,9 @@ def test_compare_aligns_times_and_measures_the_gap():
     assert jnp.allclose(cmp.loss_ratio, gd.loss / flow.loss[idx])
     assert jnp.isclose(cmp.step_size, 0.5)
     assert jnp.isclose(cmp.rate_flow, fd.fit_rate(cmp.ts, cmp.loss_flow), rtol=1e-12)
-    # A trajectory compared with itself has no gap.
-    assert jnp.all(fd.compare(gd, gd).param_gap == 0)
+    # Two descents are not a flow and a descent: refused rather than measured.
+    with pytest.raises(ValueError, match="flow must be a run of a flow"):
+        fd.compare(gd, gd)
 
 
 def test_compare_rejects_unaligned_runs():

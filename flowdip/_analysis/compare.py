@@ -53,6 +53,30 @@ def compare(flow: Trajectory, descent: Trajectory, *, rtol: float = 1e-9) -> Com
 
     **Returns:** a [`flowdip.Comparison`][].
     """
+    for name, traj in (("flow", flow), ("descent", descent)):
+        if not isinstance(traj, Trajectory):
+            raise TypeError(f"{name} must be a flowdip.Trajectory; got {type(traj).__name__}.")
+    # Asked of the dynamics rather than tested by type: a flow's steps have no fixed time.
+    if flow.dynamics.time_per_step is not None:
+        raise ValueError(
+            f"flow must be a run of a flow; got a run of {flow.dynamics.label()} (pass the "
+            "flow first, the descent second)."
+        )
+    if descent.dynamics.time_per_step is None:
+        raise ValueError(
+            f"descent must be a run of a discrete dynamics; got a run of "
+            f"{descent.dynamics.label()}."
+        )
+    if not (math.isfinite(rtol) and rtol >= 0):
+        raise ValueError(f"rtol must be a finite number >= 0; got rtol={rtol!r}.")
+    # Both runs start from the same θ₀ on the same objective, so their F(θ₀) agree (to the
+    # round-off of two compiled programs); different objectives almost surely do not.
+    f_flow, f_gd = np.asarray(flow.initial_loss), np.asarray(descent.initial_loss)
+    if f_flow.shape != f_gd.shape or not np.allclose(f_flow, f_gd, rtol=1e-6, atol=1e-12):
+        raise ValueError(
+            "flow and descent are runs of different objectives: their initial losses "
+            f"F(θ₀) differ ({f_flow} and {f_gd}); solve both on the same Objective."
+        )
     flow_ts, gd_ts = np.asarray(flow.ts), np.asarray(descent.ts)
     idx = np.searchsorted(flow_ts, gd_ts).clip(0, flow_ts.size - 1)
     idx_lo = (idx - 1).clip(0)

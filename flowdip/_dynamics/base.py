@@ -7,10 +7,11 @@ import math
 import diffrax as dfx
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 import optimistix as optx
 
 from .._objective import Objective
-from .._typing import Array, Float, is_concrete, PyTree
+from .._typing import Array, check_int, check_real, Float, is_concrete, PyTree
 
 
 # -- stop rules ---------------------------------------------------------------------------------
@@ -30,7 +31,7 @@ class AbstractStopRule(eqx.Module):
 class LossBelow(AbstractStopRule):
     """Stop once `F(θ) < tol`: a descent at the first such step, a flow at the crossing time."""
 
-    tol: float = eqx.field(static=True, converter=float)
+    tol: float = eqx.field(static=True, converter=lambda tol: check_real("tol", tol))
 
     def __check_init__(self):
         if not (math.isfinite(self.tol) and self.tol > 0):
@@ -42,9 +43,19 @@ class LossBelow(AbstractStopRule):
 
 
 # -- validation shared by the dynamics ----------------------------------------------------------
-def as_step_size(x) -> Array:
-    """A scalar hyperparameter as a floating array (so that changing it does not recompile)."""
-    x = jnp.asarray(x)
+def as_step_size(x, name: str = "step_size") -> Array:
+    """A scalar hyperparameter as a floating array (so that changing it does not recompile).
+
+    Raises `TypeError` for what is not a real number (`True` is not a step of 1, and a complex
+    step would lose its imaginary part)."""
+    if isinstance(x, bool | np.bool_ | str | bytes | complex) or x is None:
+        raise TypeError(f"{name} must be a real number; got {name}={x!r}.")
+    try:
+        x = jnp.asarray(x)
+    except TypeError:
+        raise TypeError(f"{name} must be a real number; got {name}={x!r}.") from None
+    if x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be a real number; got {name} of dtype {x.dtype}.")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     # Never weakly typed: `GradientDescent(0.1)` and a step size set with an explicit dtype
@@ -68,10 +79,9 @@ def check_positive_scalar(name: str, x: Array, *, allow_zero: bool = False) -> N
 def check_tolerances(rtol: float, atol: float, max_steps: int) -> None:
     """Raises unless `rtol`, `atol` are finite and positive and `max_steps` an integer >= 1."""
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if not (math.isfinite(value) and value > 0):
+        if not (math.isfinite(check_real(name, value)) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0; got {name}={value}.")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer >= 1; got max_steps={max_steps!r}.")
+    check_int("max_steps", max_steps)
 
 
 # -- the interface ------------------------------------------------------------------------------

@@ -72,8 +72,8 @@ class InertialDescent(AbstractDiscreteDynamics):
 
     def __init__(self, step_size, alpha, beta=0.0):
         self.step_size = as_step_size(step_size)
-        self.alpha = as_step_size(alpha)
-        self.beta = as_step_size(beta)
+        self.alpha = as_step_size(alpha, "alpha")
+        self.beta = as_step_size(beta, "beta")
 
     def __check_init__(self):
         check_positive_scalar("step_size", self.step_size)

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax
 
 from .._objective import Objective
-from .._typing import Array, Float, PyTree
+from .._typing import Array, check_real, Float, PyTree
 from .base import AbstractFlow, as_step_size, check_flow_fields, check_positive_scalar
 
 
@@ -27,8 +27,8 @@ class GradientFlow(AbstractFlow):
     """
 
     solver: dfx.AbstractSolver = dfx.Tsit5()
-    rtol: float = eqx.field(static=True, converter=float, default=1e-8)
-    atol: float = eqx.field(static=True, converter=float, default=1e-10)
+    rtol: float = eqx.field(static=True, converter=lambda x: check_real("rtol", x), default=1e-8)
+    atol: float = eqx.field(static=True, converter=lambda x: check_real("atol", x), default=1e-10)
     max_steps: int = eqx.field(static=True, default=100_000)
     norm: str = eqx.field(static=True, default="rms")
     step_size: None = eqx.field(static=True, default=None, init=False)
@@ -193,8 +193,8 @@ class InertialFlow(AbstractFlow):
         max_steps: int = 100_000,
         norm: str = "rms",
     ):
-        self.alpha = as_step_size(alpha)
-        self.beta = as_step_size(beta)
+        self.alpha = as_step_size(alpha, "alpha")
+        self.beta = as_step_size(beta, "beta")
         self.solver = solver
         self.rtol = float(rtol)
         self.atol = float(atol)

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.random as jr
+import numpy as np
 
-from .._typing import Array, checked, Float, PRNGKeyArray, PyTree
+from .._typing import Array, check_int, check_real, checked, Float, PRNGKeyArray, PyTree, Size
 from .activations import AbstractActivation, Tanh
-from .networks import _default_dtype, _positive_int, AbstractGenerator
+from .networks import _default_dtype, AbstractGenerator, check_activation, positive_int
 
 
 def _stage_sizes(image_shape: tuple[int, int], num_upsamples: int) -> tuple[tuple[int, int], ...]:
@@ -54,6 +55,9 @@ class ConvDIP(AbstractGenerator):
     sizes: tuple[tuple[int, int], ...] = eqx.field(static=True)
 
     def __check_init__(self):
+        check_activation("activation", self.activation)
+        if self.output_activation is not None:
+            check_activation("output_activation", self.output_activation)
         if len(self.convs) != len(self.sizes):
             raise ValueError(
                 f"ConvDIP needs one convolution per stage: {len(self.sizes)} sizes but "
@@ -70,11 +74,11 @@ class ConvDIP(AbstractGenerator):
         cls,
         key: PRNGKeyArray,
         *,
-        image_shape: tuple[int, int],
-        channels: int | Sequence[int] = 32,
-        num_upsamples: int = 3,
-        input_channels: int | None = None,
-        out_channels: int = 1,
+        image_shape: tuple[Size, Size],
+        channels: Size | Sequence[Size] = 32,
+        num_upsamples: Size = 3,
+        input_channels: Size | None = None,
+        out_channels: Size = 1,
         activation: AbstractActivation = Tanh(),
         output_activation: AbstractActivation | None = None,
         input_scale: float = 1.0,
@@ -101,26 +105,22 @@ class ConvDIP(AbstractGenerator):
 
         Convolutions start from Equinox's default (LeCun-uniform) initialisation.
         """
-        if len(tuple(image_shape)) != 2:
+        if isinstance(image_shape, str) or len(tuple(image_shape)) != 2:
             raise ValueError(f"image_shape must be (h, w); got {image_shape!r}.")
-        h = _positive_int("image_shape[0]", image_shape[0])
-        w = _positive_int("image_shape[1]", image_shape[1])
-        if (
-            isinstance(num_upsamples, bool)
-            or not isinstance(num_upsamples, int)
-            or num_upsamples < 0
-        ):
-            raise ValueError(f"num_upsamples must be an integer >= 0; got {num_upsamples!r}.")
+        h = positive_int("image_shape[0]", image_shape[0])
+        w = positive_int("image_shape[1]", image_shape[1])
+        num_upsamples = check_int("num_upsamples", num_upsamples, 0)
         sizes = _stage_sizes((h, w), num_upsamples)
-        widths = (channels,) * len(sizes) if isinstance(channels, int) else tuple(channels)
+        scalar = isinstance(channels, int | np.integer)
+        widths = (channels,) * len(sizes) if scalar else tuple(channels)
         if len(widths) != len(sizes):
             raise ValueError(
                 f"channels needs num_upsamples + 1 = {len(sizes)} values; got {len(widths)}."
             )
-        widths = tuple(_positive_int(f"channels[{i}]", c) for i, c in enumerate(widths))
-        c_in = _positive_int("input_channels", input_channels or widths[0])
-        out_channels = _positive_int("out_channels", out_channels)
-        if not (math.isfinite(input_scale) and input_scale > 0):
+        widths = tuple(positive_int(f"channels[{i}]", c) for i, c in enumerate(widths))
+        c_in = positive_int("input_channels", input_channels or widths[0])
+        out_channels = positive_int("out_channels", out_channels)
+        if not (math.isfinite(check_real("input_scale", input_scale)) and input_scale > 0):
             raise ValueError(f"input_scale must be a finite number > 0; got {input_scale!r}.")
         dtype = _default_dtype(dtype)
         k_in, k_head, *k_convs = jr.split(key, 2 + len(sizes))

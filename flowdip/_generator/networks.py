@@ -9,22 +9,31 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._typing import Array, ArrayLike, checked, Float, Int, PRNGKeyArray, PyTree
+from .._typing import Array, ArrayLike, check_int, checked, Float, Int, PRNGKeyArray, PyTree, Size
 from .activations import AbstractActivation, Sigmoid, Tanh
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-    return value
+def positive_int(name: str, value) -> int:
+    """`value` as an int, raising unless it is an integer `>= 1` (NumPy integers included)."""
+    return check_int(name, value, 1)
+
+
+def check_activation(name: str, value) -> None:
+    """Raises `TypeError` unless `value` is an activation instance (not a name, a class or a
+    plain function, which would fail later and far from the cause)."""
+    if not isinstance(value, AbstractActivation):
+        raise TypeError(
+            f"{name} must be an activation such as flowdip.Sigmoid(); got {name}={value!r}."
+        )
 
 
 def _default_dtype(dtype):
     return jnp.result_type(float) if dtype is None else dtype
 
 
-def uniform_on_sphere(key: PRNGKeyArray, d: int, dtype=None) -> Float[Array, " d"]:
+def uniform_on_sphere(key: PRNGKeyArray, d: Size, dtype=None) -> Float[Array, " d"]:
     """A point drawn uniformly on the unit sphere of `ℝᵈ` (assumption A-1)."""
+    d = positive_int("d", d)
     u = jr.normal(key, (d,), _default_dtype(dtype))
     return u / jnp.linalg.norm(u)
 
@@ -32,7 +41,7 @@ def uniform_on_sphere(key: PRNGKeyArray, d: int, dtype=None) -> Float[Array, " d
 V_LAWS = ("rademacher", "gaussian", "uniform")
 
 
-def sample_V(key: PRNGKeyArray, n: int, k: int, law: str = "rademacher", dtype=None):
+def sample_V(key: PRNGKeyArray, n: Size, k: Size, law: str = "rademacher", dtype=None):
     """Second-layer weights with i.i.d. centred unit-variance entries (assumption A-3).
 
     `law` is `"rademacher"` (±1, bound D = 1), `"gaussian"` (N(0, 1), unbounded) or
@@ -40,6 +49,7 @@ def sample_V(key: PRNGKeyArray, n: int, k: int, law: str = "rademacher", dtype=N
     first `k` columns do not depend on how many are drawn (padded widths reproduce unpadded
     runs).
     """
+    n, k = positive_int("n", n), positive_int("k", k)
     dtype = _default_dtype(dtype)
     if law not in V_LAWS:
         raise ValueError(f"law must be one of {V_LAWS}; got {law!r}.")
@@ -56,9 +66,10 @@ def sample_V(key: PRNGKeyArray, n: int, k: int, law: str = "rademacher", dtype=N
     return jax.vmap(column, out_axes=1)(jnp.arange(k))
 
 
-def sample_W(key: PRNGKeyArray, k: int, d: int, dtype=None) -> Float[Array, "k d"]:
+def sample_W(key: PRNGKeyArray, k: Size, d: Size, dtype=None) -> Float[Array, "k d"]:
     """First-layer weights with i.i.d. N(0, 1) entries (assumption A-2), row `j` drawn from
     `fold_in(key, j)` (see [`flowdip.sample_V`][])."""
+    k, d = positive_int("k", k), positive_int("d", d)
     dtype = _default_dtype(dtype)
     return jax.vmap(lambda j: jr.normal(jr.fold_in(key, j), (d,), dtype))(jnp.arange(k))
 
@@ -107,6 +118,7 @@ class TwoLayerDIP(AbstractGenerator):
     mask: Float[Array, " k"] | None = None
 
     def __check_init__(self):
+        check_activation("activation", self.activation)
         if self.W.ndim != 2 or self.u.ndim != 1 or self.V.ndim != 2:
             raise ValueError(
                 f"Expected u of shape (d,), W of shape (k, d) and V of shape (n, k); got "
@@ -131,9 +143,9 @@ class TwoLayerDIP(AbstractGenerator):
         cls,
         key: PRNGKeyArray,
         *,
-        d: int,
-        k: int,
-        n: int,
+        d: Size,
+        k: Size,
+        n: Size,
         activation: AbstractActivation = Sigmoid(),
         v_law: str = "rademacher",
         train_V: bool = False,
@@ -144,7 +156,7 @@ class TwoLayerDIP(AbstractGenerator):
         `u` uniform on the unit sphere of `ℝᵈ`, `W` with i.i.d. N(0, 1) entries, `V` with
         i.i.d. unit-variance entries drawn from `v_law` (see [`flowdip.sample_V`][]).
         """
-        d, k, n = _positive_int("d", d), _positive_int("k", k), _positive_int("n", n)
+        d, k, n = positive_int("d", d), positive_int("k", k), positive_int("n", n)
         dtype = _default_dtype(dtype)
         k_u, k_w, k_v = jr.split(key, 3)
         u = uniform_on_sphere(k_u, d, dtype)
@@ -243,6 +255,7 @@ class MLP(AbstractGenerator):
     activation: AbstractActivation = Tanh()
 
     def __check_init__(self):
+        check_activation("activation", self.activation)
         if len(self.weights) < 1:
             raise ValueError("An MLP needs at least one weight matrix.")
         fan_in = self.u.shape[0]
@@ -257,16 +270,16 @@ class MLP(AbstractGenerator):
         cls,
         key: PRNGKeyArray,
         *,
-        d: int,
-        widths: Sequence[int],
-        n: int,
+        d: Size,
+        widths: Sequence[Size],
+        n: Size,
         activation: AbstractActivation = Tanh(),
         dtype=None,
     ) -> "MLP":
         """An MLP with hidden `widths`, input `u` uniform on the sphere of `ℝᵈ`, output size `n`."""
-        sizes = [_positive_int("d", d)]
-        sizes += [_positive_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
-        sizes += [_positive_int("n", n)]
+        sizes = [positive_int("d", d)]
+        sizes += [positive_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
+        sizes += [positive_int("n", n)]
         dtype = _default_dtype(dtype)
         k_u, *keys = jr.split(key, len(sizes))
         u = uniform_on_sphere(k_u, d, dtype)

@@ -8,15 +8,33 @@ import jax.numpy as jnp
 import jax.random as jr
 import lineax as lx
 
-from .._typing import Array, checked, Float, is_concrete, PRNGKeyArray
+from .._typing import Array, check_int, check_real, checked, Float, is_concrete, PRNGKeyArray, Size
+
+
+def _real_array(name: str, x) -> Array:
+    """`x` as a real array; raises `TypeError` for complex, boolean or non-numeric data (a
+    complex array cast to real would silently lose its imaginary part)."""
+    if isinstance(x, str | bytes):
+        raise TypeError(f"{name} must be a real array; got {name}={x!r}.")
+    try:
+        x = jnp.asarray(x)
+    except TypeError:
+        raise TypeError(f"{name} must be a real array; got {type(x).__name__}.") from None
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real; got a complex array (dtype {x.dtype}).")
+    if x.dtype == jnp.bool_:
+        raise TypeError(f"{name} must be a real array; got a boolean array.")
+    return x
 
 
 def _as_operator(A) -> lx.AbstractLinearOperator:
     if isinstance(A, lx.AbstractLinearOperator):
         return A
-    A = jnp.asarray(A)
+    A = _real_array("A", A)
     if A.ndim != 2:
         raise ValueError(f"A must be a matrix of shape (m, n); got an array of shape {A.shape}.")
+    if A.size == 0:
+        raise ValueError(f"A must have m >= 1 rows and n >= 1 columns; got shape {A.shape}.")
     if not jnp.issubdtype(A.dtype, jnp.floating):
         A = A.astype(jnp.result_type(float))
     return lx.MatrixLinearOperator(A)
@@ -66,13 +84,13 @@ class InverseProblem(eqx.Module):
         """
         operator = _as_operator(A)
         m, n = operator.out_size(), operator.in_size()
-        noise_std = float(noise_std)
+        noise_std = check_real("noise_std", noise_std)
         if not math.isfinite(noise_std) or noise_std < 0:
             raise ValueError(f"noise_std must be a finite number >= 0; got {noise_std}.")
         if isinstance(operator, lx.MatrixLinearOperator):
             _check_finite("A", operator.matrix)
         if x_true is not None:
-            x_true = jnp.asarray(x_true)
+            x_true = _real_array("x_true", x_true)
             if x_true.shape != (n,):
                 raise ValueError(
                     f"x_true has shape {x_true.shape} but A has shape {(m, n)}: "
@@ -91,7 +109,7 @@ class InverseProblem(eqx.Module):
                 noise = jnp.zeros_like(clean)
             y = clean + noise
         else:
-            y = jnp.asarray(y)
+            y = _real_array("y", y)
             if y.shape != (m,):
                 raise ValueError(
                     f"y has shape {y.shape} but A has shape {(m, n)}: y must have shape {(m,)}."
@@ -120,8 +138,8 @@ class InverseProblem(eqx.Module):
     def compressed_sensing(
         cls,
         key: PRNGKeyArray,
-        m: int,
-        n: int,
+        m: Size,
+        n: Size,
         *,
         scaling: str = "unit",
         signal: str = "gaussian",
@@ -141,9 +159,7 @@ class InverseProblem(eqx.Module):
         - `noise_std`: standard deviation of the Gaussian noise.
         - `dtype`: floating dtype (default: JAX's default float).
         """
-        for name, value in (("m", m), ("n", n)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        m, n = check_int("m", m), check_int("n", n)
         if scaling not in ("unit", "1/m"):
             raise ValueError(f"scaling must be 'unit' or '1/m'; got {scaling!r}.")
         if signal not in ("gaussian", "sphere"):

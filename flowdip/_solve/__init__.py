@@ -8,8 +8,10 @@ from .loop import (
     DescentStart as DescentStart,
     DescentState as DescentState,
     DIVERGE_FACTOR as DIVERGE_FACTOR,
+    PARAM_FACTOR as PARAM_FACTOR,
     solve_descent as solve_descent,
     solve_flow as solve_flow,
+    Thresholds as Thresholds,
 )
 from .solve import (
     can_segment as can_segment,

@@ -22,6 +22,12 @@ from .trajectory import RESULTS, Trajectory
 #: of [`flowdip.solve`][] and what sweeps use).
 DIVERGE_FACTOR = 1e6
 
+#: A descent is also `diverged` once its parameters are non-finite or their norm exceeds
+#: `PARAM_FACTOR · max(‖θ₀‖, 1)`: a bounded activation (the sigmoid) saturates and keeps the
+#: loss bounded while the parameters blow up. Real runs stay far below it (a catapult grows
+#: the parameters a few times before converging).
+PARAM_FACTOR = 1e3
+
 #: A descent step "raises the loss" when `F(θ_{τ+1}) > (1 + _RISE_RTOL) F(θ_τ)`: the margin keeps
 #: round-off on a plateau (where the true decrease is below float64 resolution) from counting.
 _RISE_RTOL = 1e-9
@@ -52,23 +58,37 @@ class DescentState(eqx.Module):
 
     **Fields:** `step` (`τ`, the steps taken), `state` (the dynamics' iteration state),
     `done` (the run has stopped), `last_loss` (`F` at the last step evaluated; `F(θ₀)` before
-    the first), `loss_rose` (the loss rose at some step).
+    the first), `last_norm` (`‖θ‖` at that step), `loss_rose` (the loss rose at some step).
     """
 
     step: Int[Array, ""]
     state: PyTree
     done: Bool[Array, ""]
     last_loss: Float[Array, ""]
+    last_norm: Float[Array, ""]
     loss_rose: Bool[Array, ""]
+
+
+class Thresholds(eqx.Module):
+    """Where a discrete run is `diverged`: past the loss `loss` or the parameter norm `norm`."""
+
+    loss: Float[Array, ""]
+    norm: Float[Array, ""]
 
 
 class DescentStart(eqx.Module):
     """What a discrete run starts from: the loop's first `state`, `F(θ₀)` (`initial_loss`) and
-    the loss past which the run is `diverged` (`threshold`)."""
+    the loss and parameter norm past which the run is `diverged` (`threshold`)."""
 
     state: DescentState
     initial_loss: Float[Array, ""]
-    threshold: Float[Array, ""]
+    threshold: Thresholds
+
+
+def _norm(theta: PyTree) -> Float[Array, ""]:
+    # One pass over the parameters: O(k) on the reduced path, against the O(mk) step.
+    leaves = jax.tree_util.tree_leaves(theta)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
 
 
 def descent_start(
@@ -76,26 +96,33 @@ def descent_start(
     dynamics: AbstractDiscreteDynamics,
     *,
     diverge_factor: float = DIVERGE_FACTOR,
+    param_factor: float = PARAM_FACTOR,
     step_dtype=jnp.int32,
 ) -> DescentStart:
-    """The stepping loop's initial carry, `F(θ₀)` and the divergence threshold."""
+    """The stepping loop's initial carry, `F(θ₀)` and the divergence thresholds."""
     theta0 = objective.initial_state()
     state0 = dynamics.initial_state(objective, theta0)
     loss0 = objective.value(theta0)
-    threshold = diverge_factor * jnp.maximum(loss0, 1)
+    norm0 = _norm(theta0)
+    threshold = Thresholds(
+        loss=diverge_factor * jnp.maximum(loss0, 1),
+        norm=param_factor * jnp.maximum(norm0, 1),
+    )
     carry = DescentState(
         step=jnp.zeros((), step_dtype),
         state=state0,
         done=jnp.array(False),
         last_loss=loss0,
+        last_norm=norm0,
         loss_rose=jnp.array(False),
     )
     return DescentStart(carry, loss0, threshold)
 
 
-def _discrete_flags(loss, tau, threshold, horizon, stop):
+def _discrete_flags(loss, norm, tau, threshold: Thresholds, horizon, stop):
     nonfinite = jnp.isnan(loss)
-    diverged = ~nonfinite & (loss > threshold)
+    # `~(norm <= …)` also catches non-finite parameters (a NaN norm).
+    diverged = ~nonfinite & ((loss > threshold.loss) | ~(norm <= threshold.norm))
     converged = stop.met(loss) if stop is not None else jnp.array(False)
     return nonfinite, diverged, converged, tau >= horizon
 
@@ -107,7 +134,7 @@ def descent_run_to(
     target: Int[Array, ""],
     *,
     stop: AbstractStopRule | None,
-    threshold: Float[Array, ""],
+    threshold: Thresholds,
     horizon: Int[Array, ""],
     unroll: int | None = None,
 ) -> DescentState:
@@ -125,10 +152,11 @@ def descent_run_to(
         tau = c.step
         active = ~c.done & (tau < target)
         loss, new_state = dynamics.step(objective, c.state)
+        norm = _norm(dynamics.parameters(c.state))
         # `loss` is F(θ_τ) and `last_loss` F(θ_{τ−1}) (F(θ₀) itself on the first step).
         rose = c.loss_rose | (active & (loss > (1 + _RISE_RTOL) * c.last_loss))
         nonfinite, diverged, converged, at_horizon = _discrete_flags(
-            loss, tau, threshold, horizon, stop
+            loss, norm, tau, threshold, horizon, stop
         )
         stop_now = active & (nonfinite | diverged | converged | at_horizon)
         advance = active & ~stop_now
@@ -138,6 +166,7 @@ def descent_run_to(
             state=state,
             done=c.done | stop_now,
             last_loss=jnp.where(active, loss, c.last_loss),
+            last_norm=jnp.where(active, norm, c.last_norm),
             loss_rose=rose,
         )
 
@@ -155,14 +184,14 @@ def descent_run_to(
 def descent_result(
     carry: DescentState,
     *,
-    threshold: Float[Array, ""],
+    threshold: Thresholds,
     horizon: Int[Array, ""],
     stop: AbstractStopRule | None,
 ) -> RESULTS:
-    """The result code of a stopped run, read off the loss it stopped at (same precedence as
-    the checks: NaN, divergence, the stop rule, the horizon)."""
+    """The result code of a stopped run, read off the loss and parameter norm it stopped at
+    (same precedence as the checks: NaN, divergence, the stop rule, the horizon)."""
     nonfinite, diverged, converged, at_horizon = _discrete_flags(
-        carry.last_loss, carry.step, threshold, horizon, stop
+        carry.last_loss, carry.last_norm, carry.step, threshold, horizon, stop
     )
     end_code = RESULTS.max_steps_reached if stop is not None else RESULTS.successful
     code = RESULTS.where(at_horizon, end_code, RESULTS.successful)
@@ -180,6 +209,7 @@ def solve_descent(
     horizon: Int[Array, ""],
     stop: AbstractStopRule | None = None,
     diverge_factor: float = DIVERGE_FACTOR,
+    param_factor: float = PARAM_FACTOR,
     save_params: bool = False,
     save_signal: bool = False,
     unroll: int | None = None,
@@ -189,7 +219,11 @@ def solve_descent(
     dtype = objective.dtype
     T = save_steps.shape[0]
     start = descent_start(
-        objective, dynamics, diverge_factor=diverge_factor, step_dtype=save_steps.dtype
+        objective,
+        dynamics,
+        diverge_factor=diverge_factor,
+        param_factor=param_factor,
+        step_dtype=save_steps.dtype,
     )
     threshold = start.threshold
     theta0 = objective.initial_state()

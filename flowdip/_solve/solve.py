@@ -3,6 +3,7 @@
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -13,8 +14,8 @@ from .._dynamics import (
     AbstractStopRule,
 )
 from .._objective import Objective
-from .._typing import Array, checked, Float, is_concrete
-from .loop import DIVERGE_FACTOR, solve_descent, solve_flow
+from .._typing import Array, check_int, check_real, checked, Float, is_concrete, Size
+from .loop import DIVERGE_FACTOR, PARAM_FACTOR, solve_descent, solve_flow
 from .trajectory import RESULTS, Trajectory
 
 
@@ -27,9 +28,7 @@ class SolveError(RuntimeError):
 
 
 def _nonneg_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0; got {name}={value!r}.")
-    return int(value)
+    return check_int(name, value, 0)
 
 
 def _check_times(ts, t1) -> np.ndarray:
@@ -54,9 +53,13 @@ def _describe_failure(traj: Trajectory, stop) -> str | None:
     kind = traj.dynamics.label()
     where = f"at step {int(traj.num_steps)} (t = {float(traj.stop_time):.6g})"
     if bool(r == RESULTS.diverged):
+        theta = traj.dynamics.parameters(traj.final_state)
+        leaves = jax.tree_util.tree_leaves(theta)
+        norm = float(jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves)))
         return (
             f"{kind} diverged {where}: the loss reached {float(traj.final_loss):.3e} from "
-            f"{float(traj.initial_loss):.3e} at the start. {RESULTS[r]}"
+            f"{float(traj.initial_loss):.3e} at the start, and the parameter norm "
+            f"{norm:.3e}. {RESULTS[r]}"
         )
     if bool(r == RESULTS.non_finite):
         return f"{kind} produced a NaN loss {where}. {RESULTS[r]}"
@@ -69,13 +72,14 @@ def solve(
     dynamics: AbstractDynamics,
     *,
     t1: float | None = None,
-    num_steps: int | None = None,
+    num_steps: Size | None = None,
     ts: Float[Array, " T"] | np.ndarray | list | None = None,
-    num_saves: int = 201,
+    num_saves: Size = 201,
     stop: AbstractStopRule | None = None,
     save_params: bool = True,
     save_signal: bool = False,
     diverge_factor: float = DIVERGE_FACTOR,
+    param_factor: float = PARAM_FACTOR,
     throw: bool = True,
 ) -> Trajectory:
     """Runs `dynamics` on `objective` from the generator's parameters `θ₀`.
@@ -93,18 +97,29 @@ def solve(
     - `save_params`: save `θ − θ₀` at each save time (needed for parameter gaps).
     - `save_signal`: save the signal `x` at each save time.
     - `diverge_factor`: a descent is `diverged` once its loss exceeds
-      `diverge_factor · max(F(θ₀), 1)`.
+      `diverge_factor · max(F(θ₀), 1)` (default `10⁶`).
+    - `param_factor`: a descent is also `diverged` once its parameters are non-finite or
+      their norm exceeds `param_factor · max(‖θ₀‖, 1)` (default `10³`; `θ` is the state
+      the dynamics moves, `z = W u` on the reduced path). With a saturating activation (the
+      sigmoid) the loss stays bounded while the parameters blow up; a catapult, which grows
+      them a few times before converging, stays far below.
     - `throw`: raise [`flowdip.SolveError`][] if the run failed (diverged, NaN, solver failure,
       or the horizon not reached when no stop rule was given). With `throw=False` failures
       are recorded in `Trajectory.result`; batched runs should use it.
 
     **Returns:** a [`flowdip.Trajectory`][].
     """
-    if not (math.isfinite(diverge_factor) and diverge_factor > 1):
-        raise ValueError(f"diverge_factor must be > 1; got {diverge_factor}.")
-    if isinstance(num_saves, bool) or num_saves < 1:
-        raise ValueError(f"num_saves must be >= 1; got {num_saves}.")
-    if t1 is not None and not (math.isfinite(t1) and t1 >= 0):
+    for name, factor in (("diverge_factor", diverge_factor), ("param_factor", param_factor)):
+        if isinstance(factor, bool) or not isinstance(factor, int | float | np.number):
+            raise TypeError(f"{name} must be a number > 1; got {name}={factor!r}.")
+        if not (math.isfinite(factor) and factor > 1):
+            raise ValueError(f"{name} must be a finite number > 1; got {name}={factor}.")
+    num_saves = check_int("num_saves", num_saves)
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a flowdip.Objective; got {type(objective).__name__}.")
+    if stop is not None and not isinstance(stop, AbstractStopRule):
+        raise TypeError(f"stop must be a stop rule such as flowdip.LossBelow; got stop={stop!r}.")
+    if t1 is not None and not (math.isfinite(check_real("t1", t1)) and t1 >= 0):
         raise ValueError(f"t1 must be a finite time >= 0; got t1={t1}.")
     if isinstance(dynamics, AbstractDiscreteDynamics):
         traced_eta = not is_concrete(dynamics.step_size)
@@ -143,6 +158,7 @@ def solve(
             horizon=jnp.asarray(horizon, jnp.int32),
             stop=stop,
             diverge_factor=float(diverge_factor),
+            param_factor=float(param_factor),
             save_params=save_params,
             save_signal=save_signal,
         )
@@ -168,7 +184,7 @@ def solve(
             save_signal=save_signal,
         )
     else:
-        raise TypeError(f"Unknown dynamics {type(dynamics).__name__}.")
+        raise TypeError(f"dynamics must be a flowdip dynamics; got dynamics={dynamics!r}.")
 
     if throw:
         if is_concrete(traj.result):
@@ -202,7 +218,7 @@ def horizon_of(
         if not (math.isfinite(t1) and t1 >= 0):
             raise ValueError(f"t1 must be a finite time >= 0; got t1={t1}.")
         return float(t1)
-    raise TypeError(f"Unknown dynamics {type(dynamics).__name__}.")
+    raise TypeError(f"dynamics must be a flowdip dynamics; got dynamics={dynamics!r}.")
 
 
 def solve_to(

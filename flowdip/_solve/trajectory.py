@@ -16,15 +16,19 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore
     - `converged`: the stop rule was met (for a flow, at the located crossing time).
     - `max_steps_reached`: the run ended (at its horizon `t1`/`num_steps`, or on the solver's
       `max_steps` budget) before its stop rule was met.
-    - `diverged`: the loss grew past `diverge_factor · max(F(θ₀), 1)`; the run stopped there.
+    - `diverged`: the loss grew past `diverge_factor · max(F(θ₀), 1)`, or the parameters became
+      non-finite or their norm grew past `param_factor · max(‖θ₀‖, 1)` (defaults `10⁶` and
+      `10³`); the run stopped there.
     - `non_finite`: the loss became NaN.
     - any other Diffrax/Optimistix code: the ODE solver failed.
     """
 
     converged = "The stop rule was met."
     diverged = (
-        "The loss diverged (it grew past `diverge_factor * max(F(theta_0), 1)`). For gradient "
-        "descent, try a smaller step size (below 2/L)."
+        "The run diverged: the loss grew past `diverge_factor * max(F(theta_0), 1)` (default "
+        "1e6), or the parameters became non-finite or their norm grew past "
+        "`param_factor * max(|theta_0|, 1)` (default 1e3; a saturating activation keeps the loss "
+        "bounded while they blow up). For gradient descent, try a smaller step size (below 2/L)."
     )
     non_finite = "The loss became NaN."
 

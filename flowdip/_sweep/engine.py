@@ -18,6 +18,7 @@ from .._solve import (
     descent_start,
     DescentState,
     solve_to,
+    Thresholds,
 )
 from .plan import Chunk
 from .protocol import Grid, Instance, run_keys
@@ -92,7 +93,7 @@ class _Lanes(eqx.Module):
     objective: Objective
     carry: DescentState
     loss0: jax.Array
-    threshold: jax.Array
+    threshold: Thresholds
     sigma0: jax.Array
     sharpness0: jax.Array | None
 

@@ -2,7 +2,9 @@
 bucket's sizes (one compiled program per bucket)."""
 
 import dataclasses
+import math
 
+from .._typing import check_int, check_real
 from .protocol import Grid
 
 
@@ -36,6 +38,21 @@ class Chunk:
         return f"chunk_{self.index:05d}.npz"
 
 
+def check_plan(grid, chunk_size, bucket_ratio, pad_to) -> None:
+    """The checks of `plan_chunks`' arguments (which `sweep` also takes)."""
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a flowdip.Grid; got grid={grid!r}.")
+    check_int("chunk_size", chunk_size)
+    ratio = check_real("bucket_ratio", bucket_ratio)
+    if not (math.isfinite(ratio) and ratio >= 1):
+        raise ValueError(f"bucket_ratio must be a finite number >= 1; got bucket_ratio={ratio}.")
+    if pad_to is not None:
+        if isinstance(pad_to, str) or len(pad_to) != 3:
+            raise ValueError(f"pad_to must be three sizes (n, m, k) >= 1; got pad_to={pad_to!r}.")
+        for name, v in zip(("n", "m", "k"), pad_to):
+            check_int(f"pad_to[{name}]", v)
+
+
 def plan_chunks(
     grid: Grid,
     *,
@@ -53,6 +70,7 @@ def plan_chunks(
     chunk of `seeds` runs is one cell. `pad_to = (n, m, k)` pads every bucket to at least these
     sizes (sweeps padded alike, with chunks of one length, share one compiled program).
     """
+    check_plan(grid, chunk_size, bucket_ratio, pad_to)
     lo_n, lo_m, lo_k = (0, 0, 0) if pad_to is None else (int(v) for v in pad_to)
     chunks = []
     for ns in _groups(grid.n, bucket_ratio):

@@ -10,19 +10,40 @@ import jax.random as jr
 import numpy as np
 
 from .._generator.activations import AbstractActivation, Sigmoid
-from .._generator.networks import sample_V, sample_W, TwoLayerDIP, uniform_on_sphere, V_LAWS
+from .._generator.networks import (
+    check_activation,
+    sample_V,
+    sample_W,
+    TwoLayerDIP,
+    uniform_on_sphere,
+    V_LAWS,
+)
 from .._losses import AbstractLoss, MSE
 from .._objective import Objective
 from .._problem.problem import InverseProblem
+from .._typing import check_int, Size
 
 
 def _ints(name: str, values) -> tuple[int, ...]:
-    values = (values,) if isinstance(values, int | np.integer) else tuple(values)
-    if not values or any(isinstance(v, bool) or int(v) != v or v < 1 for v in values):
-        raise ValueError(f"{name} must be positive integers; got {values!r}.")
+    if isinstance(values, int | np.integer) and not isinstance(values, bool | np.bool_):
+        values = (values,)
+    elif isinstance(values, str | bytes) or not isinstance(
+        values, list | tuple | range | np.ndarray
+    ):
+        raise TypeError(f"{name} must be an integer or a list of integers; got {name}={values!r}.")
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{name} must hold at least one size; got {name}={values!r}.")
+    for i, v in enumerate(values):
+        try:
+            check_int(f"{name}[{i}]", v)
+        except (TypeError, ValueError) as error:
+            message = f"{name} must be integers >= 1; got {name}[{i}]={v!r}."
+            raise type(error)(message) from None
+    values = tuple(int(v) for v in values)
     if len(set(values)) != len(values):
         raise ValueError(f"{name} has repeated values: {values!r}.")
-    return tuple(sorted(int(v) for v in values))
+    return tuple(sorted(values))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,16 +60,12 @@ class Grid:
     seeds: int = 50
     d: int = 10
 
-    def __init__(self, *, n, m, k, seeds: int = 50, d: int = 10):
+    def __init__(self, *, n, m, k, seeds: Size = 50, d: Size = 10):
         object.__setattr__(self, "n", _ints("n", n))
         object.__setattr__(self, "m", _ints("m", m))
         object.__setattr__(self, "k", _ints("k", k))
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}.")
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"d must be an integer >= 1; got {d!r}.")
-        object.__setattr__(self, "seeds", seeds)
-        object.__setattr__(self, "d", d)
+        object.__setattr__(self, "seeds", check_int("seeds", seeds))
+        object.__setattr__(self, "d", check_int("d", d))
 
     @property
     def num_runs(self) -> int:
@@ -74,12 +91,22 @@ class Instance:
     loss: AbstractLoss = MSE()
 
     def __post_init__(self):
+        check_activation("activation", self.activation)
+        if not isinstance(self.loss, AbstractLoss):
+            raise TypeError(f"loss must be a loss such as flowdip.MSE(); got loss={self.loss!r}.")
+        for name in ("scaling", "signal", "v_law"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string; got {name}={getattr(self, name)!r}.")
+        if not isinstance(self.noise_std, int | float | np.integer | np.floating) or isinstance(
+            self.noise_std, bool
+        ):
+            raise TypeError(f"noise_std must be a number >= 0; got noise_std={self.noise_std!r}.")
         if self.scaling not in ("unit", "1/m"):
             raise ValueError(f"scaling must be 'unit' or '1/m'; got {self.scaling!r}.")
         if self.signal not in ("gaussian", "sphere"):
             raise ValueError(f"signal must be 'gaussian' or 'sphere'; got {self.signal!r}.")
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
-            raise ValueError(f"noise_std must be >= 0; got {self.noise_std}.")
+            raise ValueError(f"noise_std must be >= 0; got noise_std={self.noise_std}.")
         if self.v_law not in V_LAWS:
             raise ValueError(f"v_law must be one of {V_LAWS}; got {self.v_law!r}.")
 
@@ -139,6 +166,9 @@ def _below(size: int, true, dtype):
 def run_key(seed: int, n: int, m: int, s: int):
     """The key of run `s` of the cells with sizes `(n, m)`: shared by every width `k`, so that
     widths are compared on common random numbers (same `A`, `x̄`, `u` and neurons)."""
+    for name, v in (("seed", seed), ("n", n), ("m", m), ("s", s)):
+        if not isinstance(v, jax.Array):
+            check_int(name, v, 0)
     key = jr.key(seed)
     for v in (n, m, s):
         key = jr.fold_in(key, v)

@@ -299,9 +299,12 @@ def merge_sweeps(folders: Sequence[str | os.PathLike], out: str | os.PathLike | 
 
     **Returns:** the sweep's `xarray.Dataset`.
     """
+    if isinstance(folders, str | bytes | os.PathLike) or not folders:
+        raise ValueError(
+            f"merge_sweeps needs at least one sweep folder: folders must be a non-empty list "
+            f"of sweep folders; got folders={folders!r}."
+        )
     folders = [pathlib.Path(f) for f in folders]
-    if not folders:
-        raise ValueError("merge_sweeps needs at least one sweep folder; got folders=[].")
     manifests = []
     for f in folders:
         refuse_links(f)

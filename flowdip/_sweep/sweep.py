@@ -6,6 +6,7 @@ import pathlib
 
 from .._dynamics import AbstractDynamics, LossBelow
 from .._solve import horizon_of
+from .._typing import check_int
 from . import engine, folder as folder_, store
 from .plan import plan_chunks
 from .protocol import Grid, Instance
@@ -77,6 +78,18 @@ def sweep(
     **Returns:** an `xarray.Dataset` (cells not run by this shard are NaN; `attrs["complete"]`
     says whether every cell is filled).
     """
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a flowdip.Grid; got grid={grid!r}.")
+    if not isinstance(dynamics, AbstractDynamics):
+        raise TypeError(f"dynamics must be a flowdip dynamics; got dynamics={dynamics!r}.")
+    if not isinstance(instance, Instance):
+        raise TypeError(f"instance must be a flowdip.Instance; got instance={instance!r}.")
+    if stop is not None and not isinstance(stop, LossBelow):
+        raise TypeError(f"stop must be a flowdip.LossBelow or None; got stop={stop!r}.")
+    if out is not None and (not isinstance(out, str | os.PathLike) or not str(out).strip()):
+        # `Path("")` is the current folder: an empty `out` would write the sweep there.
+        raise ValueError(f"out must name a folder (or be None); got out={out!r}.")
+    check_int("seed", seed, 0)
     horizon = horizon_of(dynamics, num_steps=num_steps, t1=t1)
     i, count = shard
     if not (isinstance(count, int) and count >= 1 and isinstance(i, int) and 0 <= i < count):
@@ -85,7 +98,7 @@ def sweep(
         raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}.")
     if not bucket_ratio >= 1:
         raise ValueError(f"bucket_ratio must be >= 1; got {bucket_ratio}.")
-    for name, flag in (("compact", compact), ("diagnostics", diagnostics)):
+    for name, flag in (("compact", compact), ("diagnostics", diagnostics), ("progress", progress)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False; got {name}={flag!r}.")
 

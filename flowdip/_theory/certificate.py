@@ -27,7 +27,7 @@ from .._linalg import (
 )
 from .._objective import Objective
 from .._solve import Trajectory
-from .._typing import Array, checked, PRNGKeyArray, RealScalarLike
+from .._typing import Array, check_positive, checked, PRNGKeyArray, RealScalarLike
 from .bounds import (
     activation_constants,
     generic_sigma,
@@ -116,6 +116,10 @@ def certify(
     for name, value in (("num_samples", num_samples), ("power_iters", power_iters)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {name}={value!r}.")
+    if step_size is not None:
+        check_positive("step_size", step_size)
+    if L_radius is not None:
+        check_positive("L_radius", L_radius)
     key = jr.key(0) if key is None else key
     descent = trajectory is not None and trajectory.dynamics.time_per_step is not None
     if descent:

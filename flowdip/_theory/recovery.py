@@ -10,7 +10,7 @@ from .._linalg import num_coordinates, signal_map, state_from_coordinates
 from .._losses import AbstractLoss
 from .._objective import Objective
 from .._solve import Trajectory
-from .._typing import Array, Bool, checked, Float, RealScalarLike
+from .._typing import Array, Bool, check_int, check_positive, checked, Float, RealScalarLike
 from .certificate import certify
 from .results import Certificate
 
@@ -100,6 +100,13 @@ def project_onto_reachable(
     (`‖c‖ ≤ radius`). `‖x − target‖` is an upper bound of `dist(target, Σ')` (the problem is
     not convex, so not necessarily the distance).
     """
+    check_positive("radius", radius, allow_zero=True)
+    check_int("num_iters", num_iters)
+    if step_size is not None:
+        check_positive("step_size", step_size)
+    n = objective.problem.n
+    if jnp.shape(target) != (n,):
+        raise ValueError(f"target must have shape {(n,)}; got shape {jnp.shape(target)}.")
     if step_size is None:
         step_size = _default_step(objective, certify(objective), target)
     radius = jnp.asarray(radius, objective.dtype)
@@ -162,6 +169,9 @@ def recovery(
         raise ValueError("recovery needs the ground truth x̄: build the problem with x_true.")
     if trajectory.params is None:
         raise ValueError("recovery needs the parameters along the run: solve with save_params.")
+    check_int("num_iters", num_iters)
+    if radius is not None:
+        check_positive("radius", radius, allow_zero=True)
     if certificate is None:
         certificate = certify(objective, trajectory=trajectory)
     descent = trajectory.dynamics.time_per_step is not None
