@@ -121,3 +121,21 @@ def test_only_the_solve_package_dispatches_on_a_kind_of_dynamics():
 def test_module_size(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines (> {MAX_LINES})"
+
+
+def test_the_project_cites_only_itself():
+    """Code, docs and benchmarks cite the project's own theory page, never files outside the
+    repository, and speak of the project alone."""
+    import re
+
+    pattern = re.compile(r"THEORY\.md|STYLE\.md|\bsessions?\b|\bissues? ?#?\d", re.IGNORECASE)
+    bad = []
+    files = [*PACKAGE.rglob("*.py"), *(ROOT / "docs").rglob("*.md"), ROOT / "README.md"]
+    files += [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "examples").rglob("*.py")]
+    for path in files:
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            for match in pattern.finditer(line):
+                # The project's own page is docs/theory.md (lower case).
+                if match.group(0) != "theory.md":
+                    bad.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not bad, "\n".join(bad)
