@@ -164,3 +164,28 @@ def test_segments_resume_bit_for_bit(objective):
     assert int(a.step) == int(traj.num_steps)
     np.testing.assert_allclose(float(a.last_loss), float(traj.final_loss), rtol=1e-12)
     assert descent_result(a, **kw) == traj.result
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: fd.GradientFlow(max_steps=v),
+        lambda v: fd.GradientFlow.for_sweeps(max_steps=v),
+        lambda v: fd.ModifiedFlow(0.1, max_steps=v),
+        lambda v: fd.InertialFlow(1.0, max_steps=v),
+    ],
+    ids=["GradientFlow", "for_sweeps", "ModifiedFlow", "InertialFlow"],
+)
+def test_flow_budgets_take_numpy_integers_and_refuse_bad_ones(make):
+    assert make(np.int64(7)).max_steps == 7
+    with pytest.raises((ValueError, TypeError), match="max_steps"):
+        make(0)
+    with pytest.raises((ValueError, TypeError), match="max_steps"):
+        make(2.5)
+
+
+def test_flow_tolerances_refuse_strings():
+    with pytest.raises((ValueError, TypeError), match="rtol"):
+        fd.InertialFlow(1.0, rtol="1e-3")
+    with pytest.raises((ValueError, TypeError), match="atol"):
+        fd.ModifiedFlow(0.1, atol="x")

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax
 
 from .._objective import Objective
-from .._typing import Array, check_real, Float, PyTree
+from .._typing import Array, check_int, check_real, Float, PyTree, Size
 from .base import AbstractFlow, as_step_size, check_flow_fields, check_positive_scalar
 
 
@@ -29,7 +29,9 @@ class GradientFlow(AbstractFlow):
     solver: dfx.AbstractSolver = dfx.Tsit5()
     rtol: float = eqx.field(static=True, converter=lambda x: check_real("rtol", x), default=1e-8)
     atol: float = eqx.field(static=True, converter=lambda x: check_real("atol", x), default=1e-10)
-    max_steps: int = eqx.field(static=True, default=100_000)
+    max_steps: int = eqx.field(
+        static=True, converter=lambda x: check_int("max_steps", x), default=100_000
+    )
     norm: str = eqx.field(static=True, default="rms")
     step_size: None = eqx.field(static=True, default=None, init=False)
 
@@ -37,7 +39,7 @@ class GradientFlow(AbstractFlow):
         check_flow_fields(self.rtol, self.atol, self.max_steps, self.norm)
 
     @classmethod
-    def reference(cls, *, rtol: float = 1e-12, atol: float = 1e-14, max_steps: int = 1_000_000):
+    def reference(cls, *, rtol: float = 1e-12, atol: float = 1e-14, max_steps: Size = 1_000_000):
         """A float64 reference flow: Dopri8 with tight tolerances.
 
         [`flowdip.solve`][] refuses to run it on a float32 objective.
@@ -45,7 +47,7 @@ class GradientFlow(AbstractFlow):
         return cls(solver=dfx.Dopri8(), rtol=rtol, atol=atol, max_steps=max_steps)
 
     @classmethod
-    def for_sweeps(cls, *, rtol: float = 1e-6, atol: float = 1e-9, max_steps: int = 10_000):
+    def for_sweeps(cls, *, rtol: float = 1e-6, atol: float = 1e-9, max_steps: Size = 10_000):
         """The flow as sweeps run it: Tsit5 under a PID controller in the max norm, with a
         per-run step budget that ends runs which neither converge nor reach the horizon (a
         stiff non-converging flow would otherwise take hundreds of thousands of steps)."""
@@ -104,14 +106,14 @@ class ModifiedFlow(AbstractFlow):
         solver: dfx.AbstractSolver = dfx.Tsit5(),
         rtol: float = 1e-8,
         atol: float = 1e-10,
-        max_steps: int = 100_000,
+        max_steps: Size = 100_000,
         norm: str = "rms",
     ):
         self.step_size = as_step_size(step_size)
         self.solver = solver
-        self.rtol = float(rtol)
-        self.atol = float(atol)
-        self.max_steps = max_steps
+        self.rtol = check_real("rtol", rtol)
+        self.atol = check_real("atol", atol)
+        self.max_steps = check_int("max_steps", max_steps)
         self.norm = norm
 
     def __check_init__(self):
@@ -120,7 +122,7 @@ class ModifiedFlow(AbstractFlow):
 
     @classmethod
     def reference(
-        cls, step_size, *, rtol: float = 1e-12, atol: float = 1e-14, max_steps: int = 1_000_000
+        cls, step_size, *, rtol: float = 1e-12, atol: float = 1e-14, max_steps: Size = 1_000_000
     ):
         """A float64 reference: Dopri8 with tight tolerances (as `GradientFlow.reference`)."""
         return cls(step_size, solver=dfx.Dopri8(), rtol=rtol, atol=atol, max_steps=max_steps)
@@ -190,15 +192,15 @@ class InertialFlow(AbstractFlow):
         solver: dfx.AbstractSolver = dfx.Tsit5(),
         rtol: float = 1e-8,
         atol: float = 1e-10,
-        max_steps: int = 100_000,
+        max_steps: Size = 100_000,
         norm: str = "rms",
     ):
         self.alpha = as_step_size(alpha, "alpha")
         self.beta = as_step_size(beta, "beta")
         self.solver = solver
-        self.rtol = float(rtol)
-        self.atol = float(atol)
-        self.max_steps = max_steps
+        self.rtol = check_real("rtol", rtol)
+        self.atol = check_real("atol", atol)
+        self.max_steps = check_int("max_steps", max_steps)
         self.norm = norm
         self.step_size = None
 
