@@ -222,3 +222,21 @@ def test_a_descent_sweep_with_more_seeds_is_reused_for_its_first_seeds(tmp_path)
     assert fvdp._reusable(tmp_path / "three", other_k.grid, other_k) is None
     other_eta = options(2, step_size=0.1)
     assert fvdp._reusable(tmp_path / "three", other_eta.grid, other_eta) is None
+
+
+def test_a_descent_from_folder_that_cannot_be_reused_is_refused_before_anything_runs(
+    tmp_path, capsys
+):
+    from flowdip import cli
+    from flowdip.experiments import flow_vs_descent_phase as fvdp
+
+    (tmp_path / "empty").mkdir()
+    opts = fvdp.Options.quick(figures=("fig1",), descent_from=[tmp_path / "empty"])
+    with pytest.raises(ValueError, match="holds no finished sweep"):
+        fvdp.check_descent_from(opts)
+    argv = ["reproduce", "flow-vs-descent-phase", "--quick", "--figures", "fig1"]
+    argv += ["--out", str(tmp_path / "out"), "--descent-from", str(tmp_path / "empty")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--descent-from" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "out" / "fig1").exists()

@@ -55,7 +55,7 @@ from .._sweep import (
 
 # The P1 protocol's options, under the name the functions below annotate them with.
 from . import _p1 as ssvm
-from ._folder import load_tree, read_options, save_tree
+from ._folder import FolderError, load_tree, read_options, save_tree
 from ._p1 import FIGURES as FIGURES
 from ._phase_figures import runs_figure, scan_figure, squeeze, summary_text
 from ._phase_options import Options as Options
@@ -89,6 +89,30 @@ def _reusable(folder, grid: Grid, opts: ssvm.SSVMOptions):
     )
 
 
+def _not_reusable(folder: pathlib.Path) -> str:
+    why = (
+        "does not hold a finished descent sweep of this protocol (grid, instance, step, cap, "
+        "stop rule and seed, at least --seeds seeds)"
+        if (folder / "results.nc").exists()
+        else "holds no finished sweep (no results.nc)"
+    )
+    return (
+        f"--descent-from {folder} {why}; give another folder, or leave --descent-from out to "
+        "run the descent sweep here."
+    )
+
+
+def check_descent_from(options: Options) -> None:
+    """Refuses, before anything runs, a `descent_from` folder that cannot be reused (rather
+    than silently running a sweep that may take most of an hour)."""
+    for figure in options.figures:
+        given = options.descent_folder(figure)
+        if given is not None:
+            opts = options.ssvm(figure)
+            if _reusable(given, opts.grid, opts) is None:
+                raise FolderError(_not_reusable(given))
+
+
 def run_descent(options: Options, figure: str, step_size: float | None = None, log=print):
     """The descent sweep of one grid at `step_size` (default `options.step_size`; another step
     size keeps the horizon, so the cap becomes `max_steps · options.step_size / step_size`).
@@ -102,18 +126,11 @@ def run_descent(options: Options, figure: str, step_size: float | None = None, l
     given = options.descent_folder(figure)
     if step_size is None and given is not None:
         ds = _reusable(given, opts.grid, opts)
-        if ds is not None:
-            log(
-                f"  descent: reusing {given} (same grid and protocol; its first {opts.seeds} seeds)"
-            )
-            save_dataset(ds, options.out / figure / "descent-reused.nc")
-            return ds
-        why = (
-            "does not match this protocol"
-            if (given / "results.nc").exists()
-            else "holds no finished sweep (no results.nc)"
-        )
-        log(f"  descent: {given} {why}; running")
+        if ds is None:  # refused up front by `run`; reached only by direct calls
+            raise FolderError(_not_reusable(given))
+        log(f"  descent: reusing {given} (same grid and protocol; its first {opts.seeds} seeds)")
+        save_dataset(ds, options.out / figure / "descent-reused.nc")
+        return ds
     folder = opts.out if step_size is None else options.out / figure / f"descent-eta{eta:g}"
     log(f"  descent: GD η = {eta:g}, cap {cap} steps → {folder}")
     return sweep(
@@ -344,6 +361,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
             "This experiment needs float64 (a loss threshold of 1e-7): call "
             "`jax.config.update('jax_enable_x64', True)` first."
         )
+    check_descent_from(options)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     walls = {}
