@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from .cli import entry
 
 
-sys.exit(main())
+sys.exit(entry())

@@ -236,8 +236,44 @@ def _which(argv: list[str]) -> str | None:
     return None
 
 
+#: The environment variable that moves (a folder) or switches off (`off`) the compilation cache.
+CACHE_VARIABLE = "FLOWDIP_COMPILATION_CACHE"
+
+
+def cache_folder(environ: collections.abc.Mapping[str, str] = os.environ) -> pathlib.Path | None:
+    """Where the `flowdip` command keeps compiled programs between runs (JAX's persistent
+    compilation cache): `$FLOWDIP_COMPILATION_CACHE` if set (`off`, `0` or an empty value
+    switch the cache off: `None`), else `$XDG_CACHE_HOME/flowdip/jax`, else
+    `~/.cache/flowdip/jax`."""
+    value = environ.get(CACHE_VARIABLE)
+    if value is not None:
+        return (
+            None
+            if value.strip().lower() in ("", "0", "off", "no", "false")
+            else (pathlib.Path(value).expanduser())
+        )
+    base = environ.get("XDG_CACHE_HOME") or str(pathlib.Path.home() / ".cache")
+    return pathlib.Path(base) / "flowdip" / "jax"
+
+
+def entry() -> int:
+    """The `flowdip` console command: `main` with JAX's persistent
+    compilation cache in `cache_folder()`, so that a second run
+    of a command does not compile its programs again. (`main` itself, which tests and
+    scripts call, leaves JAX's configuration to the caller.)"""
+    folder = cache_folder()
+    if folder is not None:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        # JAX's default keeps only programs that took a second to compile; a sweep's small
+        # programs (keys, gathers, read-outs) add up to more than its big ones.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `flowdip` command."""
+    """Entry point of the `flowdip` command (without the compilation cache: see `entry`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     which = _which(argv)
     if which is not None:

@@ -4,6 +4,8 @@ for every experiment its own options (generated from its `Options`), `list`, `pl
 
 import importlib.metadata
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -158,3 +160,30 @@ def test_tiny_ssvm_fig1_plot_and_the_output_folder_rule(tmp_path, capsys):
 def test_merge_needs_out(tmp_path, capsys):
     assert main(["reproduce", "ssvm-fig2", "--merge", str(tmp_path)]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_the_command_keeps_compiled_programs_in_a_user_cache_folder(tmp_path, monkeypatch):
+    from flowdip import cli
+
+    home = {"HOME": str(tmp_path)}
+    monkeypatch.setattr(cli.pathlib.Path, "home", lambda: tmp_path)
+    assert cli.cache_folder(home) == tmp_path / ".cache" / "flowdip" / "jax"
+    assert cli.cache_folder({"XDG_CACHE_HOME": "/x"}) == cli.pathlib.Path("/x/flowdip/jax")
+    assert cli.cache_folder({cli.CACHE_VARIABLE: str(tmp_path / "c")}) == tmp_path / "c"
+    for off in ("off", "0", "", "false"):
+        assert cli.cache_folder({cli.CACHE_VARIABLE: off}) is None
+    # The console command (`entry`) points JAX at the folder; `main`, which tests call, does not.
+    cache = tmp_path / "cache"
+    code = (
+        "import sys, jax; from flowdip import cli; sys.argv = ['flowdip', 'list']; "
+        "r = cli.entry(); print(jax.config.jax_compilation_cache_dir); sys.exit(r)"
+    )
+    env = {**cli.os.environ, cli.CACHE_VARIABLE: str(cache)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(cache)
+    import jax
+
+    assert jax.config.jax_compilation_cache_dir != str(cache)
