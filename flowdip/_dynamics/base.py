@@ -156,6 +156,13 @@ class AbstractFlow(AbstractDynamics):
     def vector_field(self, objective: Objective):
         """A Diffrax vector field `(t, y, args) -> y'`."""
 
+    def solver_for(self, objective: Objective) -> dfx.AbstractSolver:
+        """The Diffrax solver that integrates this flow on `objective`: `solver` itself,
+        unless the flow binds its solver to the objective (an implicit solver whose linear
+        solves use the structure of the objective's Jacobian)."""
+        del objective
+        return self.solver
+
     @property
     def time_per_step(self) -> None:
         """`None`: the solver chooses the steps."""

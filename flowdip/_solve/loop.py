@@ -330,7 +330,7 @@ def solve_flow(
         event = dfx.Event(cond_fn, root_finder=bisection)
     sol = dfx.diffeqsolve(
         dfx.ODETerm(dynamics.vector_field(objective)),
-        dynamics.solver,
+        dynamics.solver_for(objective),
         t0=jnp.zeros((), dtype),
         t1=t1,
         dt0=None,
