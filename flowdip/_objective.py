@@ -11,6 +11,27 @@ from ._problem.problem import InverseProblem, operator_times_columns
 from ._typing import Array, Float, PyTree, RealScalarLike
 
 
+class FieldJacobian(eqx.Module):
+    """The Jacobian of the reduced gradient-flow field, `J = −(diag(d) + U H Uᵀ)`: symmetric,
+    diagonal plus rank `m`, so that a linear system in `I − aJ` costs `O(mk)` once an `m × m`
+    matrix is factorised (docs/theory.md §3.2).
+
+    **Fields:** `d` (`k`), `U` (`k × m`), `H` (`m × m`).
+    """
+
+    d: Float[Array, " k"]
+    U: Float[Array, "k m"]
+    H: Float[Array, "m m"]
+
+    def matrix(self) -> Float[Array, "k k"]:
+        """`J` as a dense matrix (for tests and small `k` only)."""
+        return -(jnp.diag(self.d) + self.U @ self.H @ self.U.T)
+
+    def matvec(self, v: Float[Array, " k"]) -> Float[Array, " k"]:
+        """`J v` in `O(mk)`."""
+        return -(self.d * v + self.U @ (self.H @ (self.U.T @ v)))
+
+
 class Objective(eqx.Module):
     """`F(θ) = ℓ_y(A g(u, θ))` for a problem, a generator and a loss.
 
@@ -157,6 +178,30 @@ class Objective(eqx.Module):
         """The gradient-flow field `−∇F(θ)`, with Diffrax's `(t, y, args)` signature."""
         del t, args
         return jax.tree_util.tree_map(jnp.negative, self.gradient(state))
+
+    def field_jacobian(self, state: Float[Array, " k"]) -> FieldJacobian:
+        """The Jacobian of `−∇F` at `z` on the reduced path, in its structured form.
+
+        With `f(z) = −‖u‖² φ'(z) ⊙ Bᵀ∇ℓ(Bφ(z))`, differentiating gives
+        `J = −‖u‖² (diag(φ''(z) ⊙ Bᵀ∇ℓ) + diag(φ'(z)) Bᵀ ∇²ℓ B diag(φ'(z)))`; the loss's
+        Hessian `∇²ℓ` (`m × m`) comes from autodiff of its gradient.
+        """
+        if not self.reduced:
+            raise ValueError(
+                "field_jacobian needs the reduced path (a TwoLayerDIP that trains only W); "
+                "on other generators use Jacobian-vector products of the vector field."
+            )
+        act = self.generator.activation
+        y = self.problem.y
+        phi, dphi = act.value_and_derivative(state)
+        v = self.B @ phi
+        grad = self.loss.gradient(v, y)
+        hess = jax.jacfwd(lambda w: self.loss.gradient(w, y))(v)
+        return FieldJacobian(
+            d=self.u_norm2 * act.second_derivative(state) * (self.B.T @ grad),
+            U=dphi[:, None] * self.B.T,
+            H=self.u_norm2 * hess,
+        )
 
     def recovery_error(self, state: PyTree) -> Float[Array, ""]:
         """`‖g(u, θ) − x̄‖`, or NaN when the ground truth is unknown."""

@@ -4,10 +4,12 @@ inertial flow (all integrated by Diffrax)."""
 import diffrax as dfx
 import equinox as eqx
 import jax
+import optimistix as optx
 
 from .._objective import Objective
 from .._typing import Array, check_int, check_real, Float, PyTree, Size
 from .base import AbstractFlow, as_step_size, check_flow_fields, check_positive_scalar
+from .stiff import bind_root_finder, StructuredChord
 
 
 class GradientFlow(AbstractFlow):
@@ -52,6 +54,53 @@ class GradientFlow(AbstractFlow):
         per-run step budget that ends runs which neither converge nor reach the horizon (a
         stiff non-converging flow would otherwise take hundreds of thousands of steps)."""
         return cls(rtol=rtol, atol=atol, max_steps=max_steps, norm="max")
+
+    @classmethod
+    def stiff(
+        cls,
+        *,
+        rtol: float = 1e-6,
+        atol: float = 1e-9,
+        max_steps: Size = 10_000,
+        norm: str = "max",
+        solver: dfx.AbstractSolver | None = None,
+    ):
+        """The flow for stiff problems: an implicit solver (`diffrax.Kvaerno5` unless
+        `solver` names another implicit Runge–Kutta solver) whose stage equations are solved
+        with the structure of the Jacobian (Woodbury through an `m × m` system on the reduced
+        two-layer path, matrix-free GMRES elsewhere).
+
+        An explicit solver needs about `λ_max/2` steps per unit of time; this one takes steps
+        set by accuracy alone, so it pays off once `λ_max · t₁` is large (a horizon of many
+        times `1/λ_max`, see the guide to the stiff flow in the docs). Float64 only:
+        [`flowdip.solve`][] refuses it on a float32 objective. The defaults are those of
+        [`flowdip.GradientFlow.for_sweeps`][] (max norm, a step budget that ends runs).
+        """
+        solver = dfx.Kvaerno5() if solver is None else solver
+        if not isinstance(getattr(solver, "root_finder", None), optx.AbstractRootFinder):
+            raise TypeError(
+                "GradientFlow.stiff needs an implicit Diffrax solver with a root finder "
+                f"(Kvaerno3, Kvaerno5, ImplicitEuler, …); got {type(solver).__name__}."
+            )
+        marker = StructuredChord(rtol=rtol, atol=atol)
+        solver = eqx.tree_at(lambda s: s.root_finder, solver, marker)
+        return cls(solver=solver, rtol=rtol, atol=atol, max_steps=max_steps, norm=norm)
+
+    @property
+    def is_stiff(self) -> bool:
+        """Whether this flow's implicit stages use the structured linear solve."""
+        return isinstance(getattr(self.solver, "root_finder", None), StructuredChord)
+
+    @property
+    def needs_float64(self) -> bool:
+        """Tolerances below float32 resolution, or the stiff solver, need float64 states."""
+        return self.rtol < 1e-6 or self.is_stiff
+
+    def solver_for(self, objective: Objective) -> dfx.AbstractSolver:
+        """The solver, with the stiff flow's root finder bound to `objective`."""
+        if self.is_stiff:
+            return bind_root_finder(self.solver, objective, self.rtol, self.atol)
+        return self.solver
 
     def label(self) -> str:
         """`gradient flow`."""

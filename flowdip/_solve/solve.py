@@ -169,9 +169,11 @@ def solve(
             raise ValueError("A flow needs a time horizon: pass t1=….")
         if dynamics.needs_float64 and objective.dtype != jnp.float64:
             raise ValueError(
-                f"This flow's tolerances (rtol={dynamics.rtol}) need float64, but the objective "
-                f"is {objective.dtype}. Call jax.config.update('jax_enable_x64', True) before "
-                "creating arrays, or loosen the tolerances."
+                f"This flow needs float64 (its tolerances, rtol={dynamics.rtol}, are below "
+                "float32 resolution, or it is the stiff flow, whose implicit stages are solved "
+                f"in float64), but the objective is {objective.dtype}. Call "
+                "jax.config.update('jax_enable_x64', True) before creating arrays, or loosen "
+                "the tolerances of an explicit flow."
             )
         times = np.linspace(0.0, t1, num_saves) if ts is None else _check_times(ts, t1)
         traj = solve_flow(
