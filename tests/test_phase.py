@@ -240,3 +240,20 @@ def test_a_descent_from_folder_that_cannot_be_reused_is_refused_before_anything_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--descent-from" in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "out" / "fig1").exists()
+
+
+def test_a_longer_horizon_keeps_every_converged_flow_run(sweeps):
+    from flowdip.experiments._phase_horizon import horizon, horizon_statistics
+
+    _, flow = sweeps
+    common = dict(stop=STOP, instance=INSTANCE, progress=False, chunk_size=8)
+    long = fd.sweep(GRID, dynamics=FLOW, t1=50 * T1, **common)
+    assert horizon(flow) == T1 and horizon(long) == 50 * T1
+    h = horizon_statistics(flow, long, GRID.seeds)
+    # A run that converges by T1 takes the same steps whatever the horizon beyond its stop.
+    assert np.all(h["lost"] == 0)
+    short = flow["converged"].values.astype(bool)
+    both = short & long["converged"].values.astype(bool)
+    np.testing.assert_array_equal(flow["stop_time"].values[both], long["stop_time"].values[both])
+    np.testing.assert_allclose(h["long"], h["short"] + h["gained"])
+    assert np.all(h["at_horizon"] + h["budget"] <= 1 - h["long"] + 1e-12)

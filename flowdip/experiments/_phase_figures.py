@@ -1,14 +1,16 @@
-"""The runs figure, the step-size scan figure and the summary of
-`flowdip reproduce flow-vs-descent-phase`, drawn from data (the phase figure, which draws the
-sweeps themselves, is in the experiment's module)."""
+"""The figures and the summary of `flowdip reproduce flow-vs-descent-phase`: the phase
+diagrams, the runs of chosen cells, the step-size scan."""
 
 import json
 import pathlib
 
+import matplotlib.lines
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
+from .. import plot
 from ._p1 import FIGURES
 
 
@@ -177,3 +179,99 @@ def summary_text(results: dict, options, notes, scan, walls) -> str:
     for name, (wall, cpu) in walls.items():
         lines.append(f"time of {name}: wall {wall:.1f} s, process CPU {cpu:.1f} s")
     return "\n".join(lines) + "\n"
+
+
+# -- figures ------------------------------------------------------------------------------------
+def _log_axes(ax):
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.LogFormatter())
+        axis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+
+
+def phase_figure(results: dict, options, path: pathlib.Path) -> pathlib.Path:
+    """Descent (with the sharpness contour and the loss-rise hatching), flow, and their
+    difference, one row per grid."""
+    rows = len(results)
+    fig, axes = plt.subplots(rows, 3, figsize=(17, 4.9 * rows), layout="constrained", squeeze=False)
+    eta = options.step_size
+    for row, (figure, (descent, flow, stats)) in enumerate(results.items()):
+        y, law = FIGURES[figure]
+        seeds = stats["seeds"]
+        d2, _ = squeeze(stats, figure)
+        ks, ys = descent["k"].values, descent[y].values
+        a, b, c = axes[row]
+        plot.phase_diagram(descent.isel(seed=slice(0, seeds)), x="k", y=y, ax=a, theory=law)
+        a.set_title(f"{figure}: gradient descent η = {eta:g} ({seeds} runs per cell)")
+        handles = list(a.get_legend().legend_handles) if a.get_legend() else []
+        el = d2["eta_lambda"]
+        if np.nanmin(el) >= 2 or np.nanmax(el) < 2:
+            side = ">" if np.nanmin(el) >= 2 else "<"
+            a.set_title(f"{a.get_title()}\nmedian η·λ_max(θ₀) {side} 2 in every cell")
+        if len(ks) > 1 and len(ys) > 1 and np.nanmin(el) < 2 < np.nanmax(el):
+            a.contour(ks, ys, el, levels=[2.0], colors="red", linewidths=2, linestyles="-")
+            handles.append(
+                matplotlib.lines.Line2D([], [], color="red", lw=2, label="median η·λ_max(θ₀) = 2")
+            )
+        rose = d2["rose"]
+        if np.isfinite(rose).all() and rose.max() >= 0.5:
+            # Hatched, unfilled cells: the success colours stay readable underneath.
+            xe, ye = plot.cell_edges(ks), plot.cell_edges(ys)
+            for jj, ii in zip(*np.nonzero(rose >= 0.5)):
+                a.add_patch(
+                    matplotlib.patches.Rectangle(
+                        (xe[ii], ye[jj]),
+                        xe[ii + 1] - xe[ii],
+                        ye[jj + 1] - ye[jj],
+                        fill=False,
+                        hatch="///",
+                        edgecolor="0.6",
+                        lw=0,
+                    )
+                )
+            handles.append(
+                matplotlib.patches.Patch(
+                    facecolor="none",
+                    edgecolor="0.6",
+                    hatch="///",
+                    label="loss rose in ≥ 50% of runs",
+                )
+            )
+        if handles:
+            legend = a.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.8)
+            legend.get_frame().set_facecolor("0.85")
+        plot.phase_diagram(flow.isel(seed=slice(0, seeds)), x="k", y=y, ax=b, theory=law)
+        budget = float(np.mean(d2["flow_budget"]))
+        b.set_title(
+            f"{figure}: gradient flow, horizon {json.loads(flow.attrs['config'])['horizon']:g}"
+            f"\n(ended on the step budget: {100 * budget:.1f}% of runs)"
+        )
+        _log_axes(c)
+        mesh = c.pcolormesh(
+            plot.cell_edges(ks),
+            plot.cell_edges(ys),
+            d2["difference"],
+            cmap="RdBu_r",
+            vmin=-1,
+            vmax=1,
+        )
+        fig.colorbar(mesh, ax=c, label="descent − flow success frequency")
+        for j, yv in enumerate(ys):
+            for i, kv in enumerate(ks):
+                if d2["mismatch"][j, i] > 0:
+                    c.text(
+                        kv,
+                        yv,
+                        f"{100 * d2['mismatch'][j, i]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="black",
+                    )
+        c.set_xlabel(plot.AXIS_LABELS["k"])
+        c.set_ylabel(plot.AXIS_LABELS[y])
+        c.set_title(f"{figure}: where they disagree\n(numbers: % of runs with different outcomes)")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -34,7 +34,12 @@ class Options:
     - `max_steps`: the descent's step cap (P1: 25 000); the flow's horizon is `max_steps · η`.
     - `flow_rtol`: the flow's relative tolerance.
     - `flow_atol`: the flow's absolute tolerance.
+    - `flow_solver`: `stiff` ([`flowdip.GradientFlow.stiff`][]: Kvaerno5 with the structured
+      linear solve; a few hundred steps per run wherever the flow is stiff) or `tsit5` (the
+      explicit solver, about `λ_max/2` steps per unit of time).
     - `flow_budget`: the flow's step budget per run (default: the step cap, at most 10 000).
+    - `long_horizon`: a second flow sweep to this horizon (e.g. `1e8`), to tell "has not
+      converged by `max_steps · η`" from "does not converge" (default: none).
     - `scan`: other step sizes for the descent, each run with the step cap that keeps the
       horizon `max_steps · step_size` (empty: no scan).
     - `cells`: cells of the runs figure as `(figure, n, m, k, seed)`; default: chosen from the
@@ -59,7 +64,9 @@ class Options:
     max_steps: int | None = dataclasses.field(default=None, metadata=dict(positive=True))
     flow_rtol: float = dataclasses.field(default=1e-6, metadata=dict(positive=True))
     flow_atol: float = dataclasses.field(default=1e-9, metadata=dict(positive=True))
+    flow_solver: str = dataclasses.field(default="stiff", metadata=dict(choices=("stiff", "tsit5")))
     flow_budget: int | None = dataclasses.field(default=None, metadata=dict(positive=True))
+    long_horizon: float | None = dataclasses.field(default=None, metadata=dict(positive=True))
     scan: Sequence[float] = dataclasses.field(
         default=(), metadata=dict(flag="step_sizes", positive=True)
     )
@@ -81,6 +88,15 @@ class Options:
         if not figures or bad:
             raise ValueError(f"figures must be among {list(FIGURES)}; got figures={figures!r}.")
         object.__setattr__(self, "figures", figures)
+        if self.flow_solver not in ("stiff", "tsit5"):
+            raise ValueError(
+                f"flow_solver must be 'stiff' or 'tsit5'; got flow_solver={self.flow_solver!r}."
+            )
+        if self.long_horizon is not None:
+            value = float(self.long_horizon)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"long_horizon must be a positive number; got {value!r}.")
+            object.__setattr__(self, "long_horizon", value)
         for name in ("step_size", "tol", "flow_rtol", "flow_atol"):
             value = float(getattr(self, name))
             if not (np.isfinite(value) and value > 0):
@@ -137,7 +153,8 @@ class Options:
         return make(out=self.out / figure / "descent", progress=self.progress, **overrides)
 
     def flow(self, cap: int) -> GradientFlow:
-        """The flow: Tsit5, max-norm control, budget `flow_budget` (default: the step cap,
-        at most 10 000)."""
+        """The flow: `flow_solver` under max-norm control, budget `flow_budget` (default:
+        the step cap, at most 10 000)."""
         budget = self.flow_budget or min(cap, 10_000)
-        return GradientFlow.for_sweeps(rtol=self.flow_rtol, atol=self.flow_atol, max_steps=budget)
+        make = GradientFlow.stiff if self.flow_solver == "stiff" else GradientFlow.for_sweeps
+        return make(rtol=self.flow_rtol, atol=self.flow_atol, max_steps=budget)

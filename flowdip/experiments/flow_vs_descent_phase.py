@@ -6,9 +6,10 @@ a fixed step of 1. On the grids of the P1 reproductions (`ssvm-fig1`, `ssvm-fig2
 so the same `θ₀`, `A` and `x̄` run by run) this experiment runs both:
 
 - **descent**: the P1 protocol (GD with step `η`, stop at loss < `tol` or after `max_steps`);
-- **flow**: the gradient flow (Diffrax Tsit5, float64, max-norm error control), stopped at
-  loss < `tol` or at the horizon `t1 = max_steps · η`, with a per-run step budget so that
-  stiff runs that do not converge end;
+- **flow**: the gradient flow (float64, max-norm error control; by default the stiff solver
+  [`flowdip.GradientFlow.stiff`][], whose step count does not grow with `λ_max`), stopped at
+  loss < `tol` or at the horizon `t1 = max_steps · η`, with a per-run step budget; with
+  `long_horizon`, once more to that horizon, to tell late convergence from none;
 
 and draws the two phase diagrams side by side with a third showing where they disagree. Over
 the descent diagram: the contour where the per-cell median of the normalised sharpness at
@@ -18,9 +19,10 @@ initialisation (loss, `η·λ_max` along the descent, parameter gap). With `scan
 repeated at other step sizes on the same grid and horizon (the flow sweep does not depend on
 `η` and is run once), to find the largest `η` at which descent and flow agree.
 
-Files (under `out`): `<fig>/descent/`, `<fig>/flow/` (resumable sweep folders, each with
-`results.nc`; `<fig>/descent-reused.nc` for a descent sweep taken from `descent_from`),
-`phase.png`, `runs.png`, `scan.png` (with a scan), `summary.txt`, and `data.npz` (the runs of
+Files (under `out`): `<fig>/descent/`, `<fig>/flow/`, `<fig>/flow-long/` (resumable sweep
+folders, each with `results.nc`; `<fig>/descent-reused.nc` for a descent sweep taken from
+`descent_from`), `phase.png`, `runs.png`, `scan.png` (with a scan), `horizon.png` (with a long
+horizon), `summary.txt`, and `data.npz` (the runs of
 the chosen cells, the scan and the timings, which `flowdip plot DIR` redraws from).
 """
 
@@ -30,13 +32,8 @@ import time
 from collections.abc import Callable
 
 import jax
-import matplotlib.lines
-import matplotlib.patches
-import matplotlib.pyplot as plt
-import matplotlib.ticker
 import numpy as np
 
-from .. import plot
 from .._analysis.compare import compare
 from .._analysis.phase import disagreement
 from .._analysis.sharpness import sharpness_along
@@ -57,7 +54,8 @@ from .._sweep import (
 from . import _p1 as ssvm
 from ._folder import FolderError, load_tree, read_options, save_tree
 from ._p1 import FIGURES as FIGURES
-from ._phase_figures import runs_figure, scan_figure, squeeze, summary_text
+from ._phase_figures import phase_figure, runs_figure, scan_figure, summary_text
+from ._phase_horizon import horizon_figure, horizon_summary
 from ._phase_options import Options as Options
 
 
@@ -145,15 +143,16 @@ def run_descent(options: Options, figure: str, step_size: float | None = None, l
 _FLOW_CHUNK = 50  # runs per flow chunk at least (whole cells), unless chunk_size is given
 
 
-def run_flow(options: Options, figure: str, log=print):
-    """The flow sweep of one grid, horizon `max_steps · step_size`, on the descent's keys."""
+def run_flow(options: Options, figure: str, log=print, long: bool = False):
+    """The flow sweep of one grid on the descent's keys, to the horizon `max_steps · η`
+    (in `<figure>/flow`) or, with `long`, to `options.long_horizon` (in `<figure>/flow-long`)."""
     opts = options.ssvm(figure)
     flow = options.flow(opts.max_steps)
-    t1 = opts.max_steps * opts.step_size
-    folder = options.out / figure / "flow"
+    t1 = options.long_horizon if long else opts.max_steps * opts.step_size
+    folder = options.out / figure / ("flow-long" if long else "flow")
     log(
-        f"  flow: Tsit5 rtol {flow.rtol:g} atol {flow.atol:g}, horizon {t1:g}, budget "
-        f"{flow.max_steps} steps per run → {folder}"
+        f"  flow: {options.flow_solver}, rtol {flow.rtol:g} atol {flow.atol:g}, horizon "
+        f"{t1:g}, budget {flow.max_steps} steps per run → {folder}"
     )
     kwargs = _sweep_kwargs(opts, options.progress)
     if opts.chunk_size is None:
@@ -184,102 +183,6 @@ def cell_statistics(descent, flow, step_size: float) -> dict:
     )
     stats["flow_budget"] = budget.mean(-1)
     return stats
-
-
-# -- figures ------------------------------------------------------------------------------------
-def _log_axes(ax):
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(matplotlib.ticker.LogFormatter())
-        axis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
-
-
-def phase_figure(results: dict, options: Options, path: pathlib.Path) -> pathlib.Path:
-    """Descent (with the sharpness contour and the loss-rise hatching), flow, and their
-    difference, one row per grid."""
-    rows = len(results)
-    fig, axes = plt.subplots(rows, 3, figsize=(17, 4.9 * rows), layout="constrained", squeeze=False)
-    eta = options.step_size
-    for row, (figure, (descent, flow, stats)) in enumerate(results.items()):
-        y, law = FIGURES[figure]
-        seeds = stats["seeds"]
-        d2, _ = squeeze(stats, figure)
-        ks, ys = descent["k"].values, descent[y].values
-        a, b, c = axes[row]
-        plot.phase_diagram(descent.isel(seed=slice(0, seeds)), x="k", y=y, ax=a, theory=law)
-        a.set_title(f"{figure}: gradient descent η = {eta:g} ({seeds} runs per cell)")
-        handles = list(a.get_legend().legend_handles) if a.get_legend() else []
-        el = d2["eta_lambda"]
-        if np.nanmin(el) >= 2 or np.nanmax(el) < 2:
-            side = ">" if np.nanmin(el) >= 2 else "<"
-            a.set_title(f"{a.get_title()}\nmedian η·λ_max(θ₀) {side} 2 in every cell")
-        if len(ks) > 1 and len(ys) > 1 and np.nanmin(el) < 2 < np.nanmax(el):
-            a.contour(ks, ys, el, levels=[2.0], colors="red", linewidths=2, linestyles="-")
-            handles.append(
-                matplotlib.lines.Line2D([], [], color="red", lw=2, label="median η·λ_max(θ₀) = 2")
-            )
-        rose = d2["rose"]
-        if np.isfinite(rose).all() and rose.max() >= 0.5:
-            # Hatched, unfilled cells: the success colours stay readable underneath.
-            xe, ye = plot.cell_edges(ks), plot.cell_edges(ys)
-            for jj, ii in zip(*np.nonzero(rose >= 0.5)):
-                a.add_patch(
-                    matplotlib.patches.Rectangle(
-                        (xe[ii], ye[jj]),
-                        xe[ii + 1] - xe[ii],
-                        ye[jj + 1] - ye[jj],
-                        fill=False,
-                        hatch="///",
-                        edgecolor="0.6",
-                        lw=0,
-                    )
-                )
-            handles.append(
-                matplotlib.patches.Patch(
-                    facecolor="none",
-                    edgecolor="0.6",
-                    hatch="///",
-                    label="loss rose in ≥ 50% of runs",
-                )
-            )
-        if handles:
-            legend = a.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.8)
-            legend.get_frame().set_facecolor("0.85")
-        plot.phase_diagram(flow.isel(seed=slice(0, seeds)), x="k", y=y, ax=b, theory=law)
-        budget = float(np.mean(d2["flow_budget"]))
-        b.set_title(
-            f"{figure}: gradient flow, horizon {json.loads(flow.attrs['config'])['horizon']:g}"
-            f"\n(ended on the step budget: {100 * budget:.1f}% of runs)"
-        )
-        _log_axes(c)
-        mesh = c.pcolormesh(
-            plot.cell_edges(ks),
-            plot.cell_edges(ys),
-            d2["difference"],
-            cmap="RdBu_r",
-            vmin=-1,
-            vmax=1,
-        )
-        fig.colorbar(mesh, ax=c, label="descent − flow success frequency")
-        for j, yv in enumerate(ys):
-            for i, kv in enumerate(ks):
-                if d2["mismatch"][j, i] > 0:
-                    c.text(
-                        kv,
-                        yv,
-                        f"{100 * d2['mismatch'][j, i]:.0f}",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color="black",
-                    )
-        c.set_xlabel(plot.AXIS_LABELS["k"])
-        c.set_ylabel(plot.AXIS_LABELS[y])
-        c.set_title(f"{figure}: where they disagree\n(numbers: % of runs with different outcomes)")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 def choose_cells(results: dict, options: Options) -> list[tuple[str, int, int, int, int]]:
@@ -353,8 +256,8 @@ def run_cells(cells, options: Options) -> list[dict]:
 def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathlib.Path]:
     """Runs the experiment; see the module docstring.
 
-    **Returns:** the paths written: `phase`, `runs`, `summary`, (`scan`), `data`, and the
-    sweeps' `results.nc` as `<figure>-descent`, `<figure>-flow`.
+    **Returns:** the paths written: `phase`, `runs`, `summary`, (`scan`), (`horizon`), `data`,
+    and the sweeps' `results.nc` as `<figure>-descent`, `<figure>-flow` (`<figure>-flow-long`).
     """
     if not jax.config.read("jax_enable_x64"):
         raise RuntimeError(
@@ -366,7 +269,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     out.mkdir(parents=True, exist_ok=True)
     walls = {}
     clock = (time.perf_counter(), time.process_time())
-    results, paths = {}, {}
+    results, paths, longs = {}, {}, {}
     for figure in options.figures:
         opts = options.ssvm(figure)
         log(
@@ -378,6 +281,9 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
         results[figure] = (descent, flow, cell_statistics(descent, flow, opts.step_size))
         paths[f"{figure}-descent"] = opts.out / "results.nc"
         paths[f"{figure}-flow"] = out / figure / "flow" / "results.nc"
+        if options.long_horizon is not None:
+            longs[figure] = run_flow(options, figure, log=log, long=True)
+            paths[f"{figure}-flow-long"] = out / figure / "flow-long" / "results.nc"
     walls["the sweeps"] = (time.perf_counter() - clock[0], time.process_time() - clock[1])
     log("Drawing the phase diagrams and the runs of chosen cells.")
     paths["phase"] = phase_figure(results, options, out / "phase.png")
@@ -408,25 +314,29 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     walls["the whole call"] = (time.perf_counter() - clock[0], time.process_time() - clock[1])
     paths["data"] = out / "data.npz"
     save_tree(paths["data"], dict(runs=runs, scan=json.dumps(scan), walls=json.dumps(walls)))
-    return paths | _draw(options, results, runs, scan, walls, phase=False)
+    return paths | _draw(options, results, runs, scan, walls, longs, phase=False)
 
 
-def _draw(options: Options, results, runs, scan, walls, phase: bool = True) -> dict:
+def _draw(options: Options, results, runs, scan, walls, longs, phase: bool = True) -> dict:
     out, paths = options.out, {}
     if phase:
         paths["phase"] = phase_figure(results, options, out / "phase.png")
     paths["runs"], notes = runs_figure(runs, out / "runs.png")
     if scan:
         paths["scan"] = scan_figure(scan, out / "scan.png")
+    text = summary_text(results, options, notes, scan, walls)
+    if longs:
+        paths["horizon"] = horizon_figure(results, longs, out / "horizon.png")
+        text += "\n".join(horizon_summary(results, longs)) + "\n"
     paths["summary"] = out / "summary.txt"
-    paths["summary"].write_text(summary_text(results, options, notes, scan, walls))
+    paths["summary"].write_text(text)
     return paths
 
 
 def redraw(folder: str | pathlib.Path) -> dict[str, pathlib.Path]:
     """Redraws the figures and the summary from the sweeps and `data.npz` saved in `folder`.
 
-    **Returns:** the paths written: `phase`, `runs`, (`scan`), `summary`.
+    **Returns:** the paths written: `phase`, `runs`, (`scan`), (`horizon`), `summary`.
     """
     folder = pathlib.Path(folder)
     options = read_options(folder, Options, out=folder, descent_from=())
@@ -438,7 +348,12 @@ def redraw(folder: str | pathlib.Path) -> dict[str, pathlib.Path]:
         descent, flow = load_dataset(descent), load_dataset(folder / figure / "flow" / "results.nc")
         stats = cell_statistics(descent, flow, options.ssvm(figure).step_size)
         results[figure] = (descent, flow, stats)
+    longs = {
+        figure: load_dataset(folder / figure / "flow-long" / "results.nc")
+        for figure in options.figures
+        if options.long_horizon is not None
+    }
     data = load_tree(folder / "data.npz")
     scan = json.loads(data["scan"])
     walls = {name: tuple(value) for name, value in json.loads(data["walls"]).items()}
-    return _draw(options, results, data.get("runs", []), scan, walls)
+    return _draw(options, results, data.get("runs", []), scan, walls, longs)
