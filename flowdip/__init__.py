@@ -36,6 +36,7 @@ from ._dynamics import (
     InertialFlow as InertialFlow,
     LossBelow as LossBelow,
     ModifiedFlow as ModifiedFlow,
+    OptaxBaseline as OptaxBaseline,
     OptimistixBaseline as OptimistixBaseline,
 )
 from ._generator.activations import (

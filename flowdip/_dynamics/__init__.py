@@ -1,4 +1,4 @@
-"""Dynamics: the interface (base), flows, discrete dynamics and Optimistix baselines."""
+"""Dynamics: the interface (base), flows, discrete dynamics, Optimistix and Optax baselines."""
 
 from .base import (
     AbstractDiscreteDynamics as AbstractDiscreteDynamics,
@@ -17,3 +17,4 @@ from .flows import (
     InertialFlow as InertialFlow,
     ModifiedFlow as ModifiedFlow,
 )
+from .optax import OptaxBaseline as OptaxBaseline
