@@ -43,6 +43,7 @@ KINDS = {
     "InertialFlow",
     "InertialDescent",
     "OptimistixBaseline",
+    "OptaxBaseline",
 }
 
 
