@@ -68,7 +68,7 @@ from ._metrics import (
     relative_error as relative_error,
     ssim as ssim,
 )
-from ._objective import Objective as Objective
+from ._objective import FieldJacobian as FieldJacobian, Objective as Objective
 from ._problem.blur import Blur as Blur
 from ._problem.imaging import AbstractImagingOperator as AbstractImagingOperator
 from ._problem.operators import (

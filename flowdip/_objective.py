@@ -14,7 +14,7 @@ from ._typing import Array, Float, PyTree, RealScalarLike
 class FieldJacobian(eqx.Module):
     """The Jacobian of the reduced gradient-flow field, `J = −(diag(d) + U H Uᵀ)`: symmetric,
     diagonal plus rank `m`, so that a linear system in `I − aJ` costs `O(mk)` once an `m × m`
-    matrix is factorised (docs/theory.md §3.2).
+    matrix is factorised (docs/theory.md §3.3).
 
     **Fields:** `d` (`k`), `U` (`k × m`), `H` (`m × m`).
     """

@@ -99,7 +99,7 @@ class GradientFlow(AbstractFlow):
     def solver_for(self, objective: Objective) -> dfx.AbstractSolver:
         """The solver, with the stiff flow's root finder bound to `objective`."""
         if self.is_stiff:
-            return bind_root_finder(self.solver, objective, self.rtol, self.atol)
+            return bind_root_finder(self.solver, objective)
         return self.solver
 
     def label(self) -> str:

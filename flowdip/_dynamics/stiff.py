@@ -4,7 +4,7 @@ Diffrax's implicit Runge–Kutta solvers (Kvaerno3/5, ImplicitEuler) find each s
 root find on `r(f) = f − F(y_partial + a_ii Δt f)`, whose Jacobian is `I − a J` with
 `a = a_ii Δt` and `J` the Jacobian of the vector field. Their default root finder builds and
 factorises that `p × p` matrix; on the reduced two-layer path `J` is diagonal plus rank `m`
-([`flowdip.FieldJacobian`][]), so [`StructuredChord`][] solves with it through the
+(`flowdip.FieldJacobian`), so `StructuredChord` solves with it through the
 Woodbury identity, at `O(km²)` per factorisation and `O(mk)` per iteration, never forming a
 `k × k` matrix. Elsewhere (W-space, MLP, ConvDIP) its linear solves are matrix-free GMRES on
 Jacobian-vector products.
@@ -121,13 +121,13 @@ def _stage_point(y: PyTree, args: tuple) -> tuple[PyTree, Float[Array, ""]]:
 class StructuredChord(optx.AbstractRootFinder):
     """A chord (simplified Newton) root finder for the implicit stages of the gradient flow,
     whose linear solves use the Jacobian's structure on the reduced two-layer path
-    ([`WoodburySolve`][]) and Jacobian-vector products elsewhere ([`KrylovSolve`][]).
+    (`WoodburySolve`) and Jacobian-vector products elsewhere (`KrylovSolve`).
 
     As in Diffrax's own chord method, the Jacobian is formed once per step (at the stage
     Diffrax chooses) and reused by every stage and iteration of the step. The iteration ends
     once the estimated distance to the root, `‖δ‖ θ/(1 − θ)` in the scaled max norm (`δ` the
     last correction, `θ` the observed contraction), is below `kappa`; it fails (and Diffrax
-    rejects the step and shrinks it) if the corrections grow. [`flowdip.GradientFlow.stiff`][]
+    rejects the step and shrinks it) if the corrections grow. `flowdip.GradientFlow.stiff`
     builds it with the flow's tolerances and binds it to the objective.
 
     **Arguments:** `rtol`, `atol` (scaling of the corrections), `kappa` (safety factor of the
@@ -196,10 +196,9 @@ class StructuredChord(optx.AbstractRootFinder):
         return y, aux, {}
 
 
-def bind_root_finder(
-    solver: dfx.AbstractSolver, objective: Objective, rtol: float, atol: float
-) -> dfx.AbstractSolver:
-    """`solver` with its implicit stages solved for `objective` by a [`StructuredChord`][]
-    (the Woodbury solve on the reduced path, matrix-free GMRES elsewhere)."""
-    finder = StructuredChord(rtol=rtol, atol=atol, objective=objective)
-    return eqx.tree_at(lambda s: s.root_finder, solver, finder)
+def bind_root_finder(solver: dfx.AbstractSolver, objective: Objective) -> dfx.AbstractSolver:
+    """`solver` with its `StructuredChord` root finder bound to `objective` (the Woodbury
+    solve on the reduced path, matrix-free GMRES elsewhere)."""
+    return eqx.tree_at(
+        lambda s: s.root_finder.objective, solver, objective, is_leaf=lambda x: x is None
+    )
