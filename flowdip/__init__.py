@@ -99,6 +99,7 @@ from ._sweep import (
     run_key as run_key,
     save_dataset as save_dataset,
     sweep as sweep,
+    sweep_reachability as sweep_reachability,
     SweepFolderError as SweepFolderError,
 )
 from ._theory.certificate import certify as certify
