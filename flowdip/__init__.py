@@ -17,6 +17,11 @@ from ._analysis.fits import (
     transition_widths as transition_widths,
 )
 from ._analysis.phase import disagreement as disagreement
+from ._analysis.reachability import (
+    Reachability as Reachability,
+    reachability as reachability,
+    reachability_batch as reachability_batch,
+)
 from ._analysis.sharpness import (
     gauss_newton_sharpness as gauss_newton_sharpness,
     hessian_vector_product as hessian_vector_product,
@@ -95,6 +100,7 @@ from ._sweep import (
     run_key as run_key,
     save_dataset as save_dataset,
     sweep as sweep,
+    sweep_reachability as sweep_reachability,
     SweepFolderError as SweepFolderError,
 )
 from ._theory.certificate import certify as certify

@@ -2,7 +2,8 @@
 
 Each activation knows its first and second derivatives in closed form and its constants
 `B = sup|φ'|`, `C = sup|φ''|` (closed forms), and the Gaussian moments
-`C_φ = E[φ(X)²]^{1/2}`, `C_φ' = E[φ'(X)²]^{1/2}` for `X ~ N(0, 1)` (Gauss–Hermite quadrature).
+`C_φ = E[φ(X)²]^{1/2}`, `C_φ' = E[φ'(X)²]^{1/2}` for `X ~ N(0, 1)` (Gauss–Hermite quadrature),
+and its range, which bounds the measurements a two-layer net can reach (docs/theory.md §5.3).
 """
 
 import abc
@@ -66,6 +67,15 @@ class AbstractActivation(eqx.Module):
         return float(np.sqrt(np.sum(weights * values**2)))
 
     @property
+    def range(self) -> tuple[float, float] | None:
+        """`(lower, upper)`: `φ` takes every value strictly between them and no other (±inf
+        where unbounded, the ends not attained); `None` when unknown.
+
+        [`flowdip.reachability`][] needs it; subclasses that know their range override this.
+        """
+        return None
+
+    @property
     def C_phi(self) -> float:
         """`C_φ = E[φ(X)²]^{1/2}`, `X ~ N(0, 1)` (a second moment, not a variance)."""
         return self.gaussian_moment("phi")
@@ -110,6 +120,11 @@ class Sigmoid(AbstractActivation):
         """`sup |φ''| = 1/(6√3)`, attained where `φ = 1/2 ± 1/(2√3)`."""
         return 1 / (6 * math.sqrt(3))
 
+    @property
+    def range(self) -> tuple[float, float]:
+        """`(0, 1)`."""
+        return (0.0, 1.0)
+
 
 class Tanh(AbstractActivation):
     """The hyperbolic tangent: `B = 1`, `C = 4/(3√3)`."""
@@ -138,6 +153,11 @@ class Tanh(AbstractActivation):
         """`sup |φ''| = 4/(3√3)`, attained where `tanh² = 1/3`."""
         return 4 / (3 * math.sqrt(3))
 
+    @property
+    def range(self) -> tuple[float, float]:
+        """`(−1, 1)`."""
+        return (-1.0, 1.0)
+
 
 class Softplus(AbstractActivation):
     """Softplus `log(1 + eˣ)`: `B = 1` (a supremum, not attained), `C = 1/4`."""
@@ -164,3 +184,8 @@ class Softplus(AbstractActivation):
     def C(self) -> float:
         """`sup |φ''| = 1/4`, attained at 0."""
         return 0.25
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """`(0, ∞)`."""
+        return (0.0, math.inf)

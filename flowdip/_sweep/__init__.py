@@ -15,4 +15,4 @@ from .store import (
     reusable_sweep as reusable_sweep,
     save_dataset as save_dataset,
 )
-from .sweep import sweep as sweep
+from .sweep import sweep as sweep, sweep_reachability as sweep_reachability

@@ -144,7 +144,7 @@ def _fail(path: pathlib.Path, what: str) -> SweepFolderError:
 
 
 def read_chunk(
-    path: pathlib.Path, chunk: Chunk, *, digest: str, seed: int, diagnostics: bool
+    path: pathlib.Path, chunk: Chunk, *, digest: str, seed: int, diagnostics: int
 ) -> tuple[dict, str]:
     """A chunk's outputs from its file, checked: its index, sweep, runs, run keys, variables,
     shapes and checksum must be those of `chunk` in this sweep.
@@ -217,7 +217,7 @@ class Folder:
     """An open sweep folder (see `open_folder`): reads checked chunks, writes new ones and
     records each one's checksum in the manifest."""
 
-    def __init__(self, path: pathlib.Path, manifest: dict, diagnostics: bool):
+    def __init__(self, path: pathlib.Path, manifest: dict, diagnostics: int):
         self.path, self.manifest, self.diagnostics = path, manifest, diagnostics
 
     @property
@@ -245,7 +245,7 @@ class Folder:
 
 
 def read_finished(
-    folder: pathlib.Path, manifest: dict, chunks: Sequence[Chunk], diagnostics: bool, record=None
+    folder: pathlib.Path, manifest: dict, chunks: Sequence[Chunk], diagnostics: int, record=None
 ) -> dict[int, dict]:
     """The outputs of those of `chunks` that are finished in `folder` (listed in its
     manifest, or a file there), each checked against the plan and the manifest's checksum.
@@ -285,7 +285,7 @@ def open_folder(folder: pathlib.Path, config: dict, digest: str, provenance: dic
     manifest = read_manifest(folder)
     if manifest is None:
         manifest = dict(format=FORMAT, digest=digest, config=config, chunks={}, **provenance)
-        opened = Folder(folder, manifest, bool(config.get("diagnostics", False)))
+        opened = Folder(folder, manifest, int(config.get("diagnostics", False)))
         opened._save_manifest()
         return opened
     if manifest.get("digest") != digest:
@@ -293,4 +293,4 @@ def open_folder(folder: pathlib.Path, config: dict, digest: str, provenance: dic
             f"{folder} holds a sweep with other arguments ({folder / MANIFEST}); use another "
             "folder, or delete it to start again."
         )
-    return Folder(folder, manifest, bool(config.get("diagnostics", False)))
+    return Folder(folder, manifest, int(config.get("diagnostics", False)))

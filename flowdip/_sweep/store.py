@@ -28,7 +28,7 @@ from .folder import (
 )
 from .plan import Chunk, plan_chunks
 from .protocol import Grid, Instance
-from .record import variables
+from .record import DIAGNOSTICS_VERSION, variables
 
 
 def protocol(
@@ -77,6 +77,8 @@ def config(
 
     **Returns:** a JSON-ready dict; `diagnostics` and `compact` appear only when they differ
     from a plain sweep, so that folders of plain sweeps written before they existed resume.
+    `diagnostics` holds the version of the diagnostics recorded (`DIAGNOSTICS_VERSION`; `true`
+    in folders written before the reachability variables, see `record.variables`).
     """
     extra = {} if pad_to is None else dict(pad_to=[int(v) for v in pad_to])
     out = dict(
@@ -87,10 +89,16 @@ def config(
         dtype=str(jnp.result_type(float)),
     )
     if diagnostics:
-        out["diagnostics"] = True
+        out["diagnostics"] = DIAGNOSTICS_VERSION
     if not compact and can_segment(dynamics):
         out["compact"] = False
     return out
+
+
+def diagnostics_version(config: dict) -> int:
+    """The diagnostics version of a sweep's config: 0 without diagnostics, 1 for folders
+    written before the reachability variables (`true`), `DIAGNOSTICS_VERSION` since."""
+    return int(config.get("diagnostics", False))
 
 
 def _feed(h, obj) -> None:
@@ -232,7 +240,7 @@ def assemble(grid: Grid, chunks: Sequence[Chunk], results: dict[int, dict], conf
     import xarray as xr
 
     shape = (len(grid.n), len(grid.m), len(grid.k), grid.seeds)
-    names = variables(bool(config.get("diagnostics", False)))
+    names = variables(diagnostics_version(config))
     data = {name: np.full(shape, np.nan) for name in names}
     filled = np.zeros(shape, bool)
     n_idx = {v: j for j, v in enumerate(grid.n)}
@@ -326,7 +334,7 @@ def merge_sweeps(folders: Sequence[str | os.PathLike], out: str | os.PathLike | 
         bucket_ratio=config["bucket_ratio"],
         pad_to=None if pad_to is None else tuple(pad_to),
     )
-    diagnostics = bool(config.get("diagnostics", False))
+    diagnostics = diagnostics_version(config)
     results: dict[int, dict] = {}
     for folder, manifest in zip(folders, manifests):
         todo = [c for c in chunks if c.index not in results]

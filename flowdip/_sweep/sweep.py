@@ -3,12 +3,15 @@ shape bucket, vmapped, masked, chunked, sharded over devices, streamed to disk, 
 
 import os
 import pathlib
+import warnings
+
+import numpy as np
 
 from .._dynamics import AbstractDynamics, LossBelow
 from .._solve import horizon_of
 from .._typing import check_int
-from . import engine, folder as folder_, store
-from .plan import plan_chunks
+from . import engine, folder as folder_, record, store
+from .plan import check_plan, plan_chunks
 from .protocol import Grid, Instance
 
 
@@ -66,8 +69,13 @@ def sweep(
       outputs with [`flowdip.merge_sweeps`][].
     - `progress`: show a progress bar.
     - `diagnostics`: also record, per run, `sharpness0` (`λ_max(∇²F(θ₀))`, 20 Lanczos steps
-      on Hessian-vector products) and `loss_rose` (whether a descent's loss rose at some step;
-      NaN for flows). Off, the sweep (and its folder's arguments) is unchanged.
+      on Hessian-vector products), `loss_rose` (whether a descent's loss rose at some step;
+      NaN for flows) and the [`flowdip.Reachability`][] of the run's measurements
+      (`reach_margin`, `reach_distance`, `reach_loss_bound`: a linear program per run, and a
+      least squares where `y` is out of reach, on the host; see
+      [`flowdip.sweep_reachability`][]). Off, the sweep (and its folder's arguments) is
+      unchanged. A folder written with diagnostics before the reachability variables existed
+      is resumed as it is, without them (with a warning).
     - `compact`: let descent chunks drop their stopped runs (above). Every run takes the same
       steps either way, but a product's round-off can depend on the batch size; a run whose
       descent is unstable (`η·λ_max > 2`, the loss rising) amplifies that to a different stop
@@ -118,10 +126,11 @@ def sweep(
         compact=compact,
     )
 
-    def run(c):
-        return engine.execute(
-            c, grid, instance, dynamics, horizon, stop, seed, diagnostics, compact
-        )
+    def run(c, config):
+        res = engine.execute(c, grid, instance, dynamics, horizon, stop, seed, diagnostics, compact)
+        if store.diagnostics_version(config) >= 2:
+            res.update(record.reach_outputs(c, grid.d, instance, seed))
+        return res
 
     chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio, pad_to=pad_to)
     mine = [c for c in chunks if c.index % count == i]
@@ -129,10 +138,29 @@ def sweep(
         return _run(grid, chunks, mine, config, None, progress, run)
     folder = pathlib.Path(out)
     with folder_.locked(folder):
+        config = _resumable_config(folder, config)
         opened = folder_.open_folder(folder, config, store.digest(config), store.provenance())
         ds = _run(grid, chunks, mine, config, opened, progress, run)
         store.save_dataset(ds, folder / "results.nc")
     return ds
+
+
+def _resumable_config(folder: pathlib.Path, config: dict) -> dict:
+    """`config`, or its version-1 diagnostics (without the reachability variables) when
+    `folder` holds a sweep of those, which then resumes as it was begun."""
+    if store.diagnostics_version(config) < 2:
+        return config
+    manifest = folder_.read_manifest(folder)
+    older = dict(config, diagnostics=True)
+    if manifest is None or manifest.get("digest") != store.digest(older):
+        return config
+    warnings.warn(
+        f"{folder} holds a sweep begun before diagnostics recorded reachability: it resumes "
+        f"without {', '.join(record.REACHABILITY)} (compute them with "
+        "flowdip.sweep_reachability, or give another folder to record them).",
+        stacklevel=3,
+    )
+    return older
 
 
 def _run(grid, chunks, mine, config, folder, progress, run):
@@ -143,7 +171,7 @@ def _run(grid, chunks, mine, config, folder, progress, run):
     bar = _progress(sum(len(c.runs) for c in mine), len(mine), progress)
     bar.update(sum(len(c.runs) for c in mine if c.index in results), len(mine) - len(todo))
     for c in todo:
-        res = run(c)
+        res = run(c, config)
         if folder is not None:
             folder.write(c, res)
         results[c.index] = res
@@ -170,3 +198,48 @@ class _progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def sweep_reachability(
+    grid: Grid,
+    *,
+    instance: Instance = Instance(),
+    seed: int = 0,
+    chunk_size: int = 512,
+    bucket_ratio: float = 4.0,
+    pad_to: tuple[int, int, int] | None = None,
+    progress: bool = True,
+):
+    """The reachability of every run of a sweep's grid, without running the sweep: the
+    variables `reach_margin`, `reach_distance` and `reach_loss_bound` that
+    `sweep(..., diagnostics=True)` records (see [`flowdip.Reachability`][]), for runs drawn
+    from the same keys ([`flowdip.run_key`][]) and so aligned with the sweep's dataset (e.g.
+    `xr.merge([ds, fd.sweep_reachability(grid, ...)])`). Runs are drawn in chunks as the sweep
+    draws them (`chunk_size`, `bucket_ratio` and `pad_to` change only the round-off of `B`).
+
+    **Arguments:** as for [`flowdip.sweep`][].
+
+    **Returns:** an `xarray.Dataset` with dims `(n, m, k, seed)`.
+    """
+    import xarray as xr
+
+    if not isinstance(instance, Instance):
+        raise TypeError(f"instance must be a flowdip.Instance; got instance={instance!r}.")
+    check_int("seed", seed, 0)
+    check_plan(grid, chunk_size, bucket_ratio, pad_to)
+    chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio, pad_to=pad_to)
+    shape = (len(grid.n), len(grid.m), len(grid.k), grid.seeds)
+    data = {name: np.full(shape, np.nan) for name in record.REACHABILITY}
+    where = [{v: j for j, v in enumerate(values)} for values in (grid.n, grid.m, grid.k)]
+    bar = _progress(grid.num_runs, len(chunks), progress)
+    for c in chunks:
+        res = record.reach_outputs(c, grid.d, instance, seed)
+        for run, (n, m, k, s) in enumerate(c.runs):
+            idx = (where[0][n], where[1][m], where[2][k], s)
+            for name in record.REACHABILITY:
+                data[name][idx] = res[name][run]
+        bar.update(len(c.runs), 1)
+    bar.close()
+    coords = dict(n=list(grid.n), m=list(grid.m), k=list(grid.k), seed=np.arange(grid.seeds))
+    dims = ("n", "m", "k", "seed")
+    return xr.Dataset({name: (dims, v) for name, v in data.items()}, coords=coords)
