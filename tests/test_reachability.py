@@ -241,8 +241,8 @@ SWEEP = dict(
 
 
 def test_sweep_records_the_reachability_of_each_run(tmp_path):
-    ds = fd.sweep(GRID, diagnostics=True, out=tmp_path / "new", **SWEEP)
-    assert set(record.REACHABILITY) <= set(ds.data_vars)
+    ds = fd.sweep(GRID, reachability=True, out=tmp_path / "new", **SWEEP)
+    assert set(record.REACHABILITY) <= set(ds.data_vars) and "sharpness0" in ds.data_vars
     assert json.loads(ds.attrs["config"])["diagnostics"] == record.DIAGNOSTICS_VERSION
     for n, m, k, s in itertools.product(GRID.n, GRID.m, GRID.k, range(GRID.seeds)):
         obj = INSTANCE.objective(fd.run_key(0, n, m, s), n=n, m=m, k=k, d=GRID.d)
@@ -257,7 +257,7 @@ def test_sweep_records_the_reachability_of_each_run(tmp_path):
         assert float(cell.final_loss) >= float(cell.reach_loss_bound) * (1 - 1e-9)
     assert (ds.reach_margin < 0).any() and (ds.reach_loss_bound > 0).any()
     # Resumed from the folder: the same numbers; and the standalone function agrees.
-    again = fd.sweep(GRID, diagnostics=True, out=tmp_path / "new", **SWEEP)
+    again = fd.sweep(GRID, reachability=True, out=tmp_path / "new", **SWEEP)
     for name in record.REACHABILITY:
         np.testing.assert_array_equal(again[name].values, ds[name].values)
         alone = fd.sweep_reachability(GRID, instance=INSTANCE, progress=False)
@@ -265,15 +265,13 @@ def test_sweep_records_the_reachability_of_each_run(tmp_path):
     assert not set(record.REACHABILITY) & set(record.variables(False) + record.variables(True))
 
 
-def test_a_folder_begun_before_reachability_resumes_without_it(tmp_path, monkeypatch):
+def test_a_folder_begun_without_reachability_resumes_without_it(tmp_path):
     out = tmp_path / "old"
-    with monkeypatch.context() as patch:  # a folder as the previous version wrote it
-        patch.setattr(store, "DIAGNOSTICS_VERSION", True)
-        old = fd.sweep(GRID, diagnostics=True, out=out, shard=(0, 2), **SWEEP)
+    old = fd.sweep(GRID, diagnostics=True, out=out, shard=(0, 2), **SWEEP)
     assert json.loads(old.attrs["config"])["diagnostics"] is True
     assert not set(record.REACHABILITY) & set(old.data_vars)
     with pytest.warns(UserWarning, match="resumes without reach_margin"):
-        done = fd.sweep(GRID, diagnostics=True, out=out, **SWEEP)
+        done = fd.sweep(GRID, reachability=True, out=out, **SWEEP)
     assert bool(done.attrs["complete"]) and not set(record.REACHABILITY) & set(done.data_vars)
     assert "sharpness0" in done.data_vars
     merged = fd.merge_sweeps([out])
@@ -281,7 +279,7 @@ def test_a_folder_begun_before_reachability_resumes_without_it(tmp_path, monkeyp
     # A fresh folder records them, and never mixes with the old one.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        new = fd.sweep(GRID, diagnostics=True, out=tmp_path / "fresh", **SWEEP)
+        new = fd.sweep(GRID, reachability=True, out=tmp_path / "fresh", **SWEEP)
     assert set(record.REACHABILITY) <= set(new.data_vars)
     with pytest.raises(ValueError, match="different arguments"):
         fd.merge_sweeps([out, tmp_path / "fresh"])

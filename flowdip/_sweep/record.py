@@ -31,11 +31,11 @@ VARIABLES = (
 #: `λ_max(∇²F(θ₀))` at the initialisation (Lanczos, 20 steps), and `loss_rose`, whether a
 #: descent's loss rose at some step (NaN for flows, whose loss never rises).
 DIAGNOSTICS = ("sharpness0", "loss_rose")
-#: Per-run variables added by `sweep(..., diagnostics=True)` since diagnostics version 2: the
+#: Per-run variables added by `sweep(..., reachability=True)` (diagnostics version 2): the
 #: [`flowdip.Reachability`][] of the run's measurements (`margin`, `distance`, `loss_bound`).
 REACHABILITY = ("reach_margin", "reach_distance", "reach_loss_bound")
-#: The diagnostics version a sweep with `diagnostics=True` writes (its config's
-#: `"diagnostics"`); version 1 (`true`), written before, lacks `REACHABILITY`.
+#: The diagnostics version a sweep with `reachability=True` writes (its config's
+#: `"diagnostics"`); version 1 (`true`, `diagnostics=True` alone) lacks `REACHABILITY`.
 DIAGNOSTICS_VERSION = 2
 
 

@@ -70,6 +70,7 @@ def config(
     pad_to: tuple[int, int, int] | None = None,
     *,
     diagnostics: bool = False,
+    reachability: bool = False,
     compact: bool = True,
 ) -> dict:
     """The config of a sweep of these arguments (as [`flowdip.sweep`][] takes them, with
@@ -77,8 +78,9 @@ def config(
 
     **Returns:** a JSON-ready dict; `diagnostics` and `compact` appear only when they differ
     from a plain sweep, so that folders of plain sweeps written before they existed resume.
-    `diagnostics` holds the version of the diagnostics recorded (`DIAGNOSTICS_VERSION`; `true`
-    in folders written before the reachability variables, see `record.variables`).
+    `diagnostics` holds the version of the diagnostics recorded: `true` for the sharpness and
+    loss-rise variables, `DIAGNOSTICS_VERSION` when the reachability variables are recorded
+    too (see `record.variables`).
     """
     extra = {} if pad_to is None else dict(pad_to=[int(v) for v in pad_to])
     out = dict(
@@ -88,16 +90,18 @@ def config(
         bucket_ratio=bucket_ratio,
         dtype=str(jnp.result_type(float)),
     )
-    if diagnostics:
+    if reachability:
         out["diagnostics"] = DIAGNOSTICS_VERSION
+    elif diagnostics:
+        out["diagnostics"] = True
     if not compact and can_segment(dynamics):
         out["compact"] = False
     return out
 
 
 def diagnostics_version(config: dict) -> int:
-    """The diagnostics version of a sweep's config: 0 without diagnostics, 1 for folders
-    written before the reachability variables (`true`), `DIAGNOSTICS_VERSION` since."""
+    """The diagnostics version of a sweep's config: 0 without diagnostics, 1 (`true`) for the
+    sharpness and loss-rise variables, `DIAGNOSTICS_VERSION` with reachability too."""
     return int(config.get("diagnostics", False))
 
 

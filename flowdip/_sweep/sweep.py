@@ -31,6 +31,7 @@ def sweep(
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
     diagnostics: bool = False,
+    reachability: bool = False,
     compact: bool = True,
 ):
     """Runs every cell of `grid` and returns an `xarray.Dataset` with dims `(n, m, k, seed)`.
@@ -69,13 +70,14 @@ def sweep(
       outputs with [`flowdip.merge_sweeps`][].
     - `progress`: show a progress bar.
     - `diagnostics`: also record, per run, `sharpness0` (`λ_max(∇²F(θ₀))`, 20 Lanczos steps
-      on Hessian-vector products), `loss_rose` (whether a descent's loss rose at some step;
-      NaN for flows) and the [`flowdip.Reachability`][] of the run's measurements
-      (`reach_margin`, `reach_distance`, `reach_loss_bound`: a linear program per run, and a
-      least squares where `y` is out of reach, on the host; see
-      [`flowdip.sweep_reachability`][]). Off, the sweep (and its folder's arguments) is
-      unchanged. A folder written with diagnostics before the reachability variables existed
-      is resumed as it is, without them (with a warning).
+      on Hessian-vector products) and `loss_rose` (whether a descent's loss rose at some step;
+      NaN for flows). Off, the sweep (and its folder's arguments) is unchanged.
+    - `reachability`: also record (with the diagnostics) the [`flowdip.Reachability`][] of
+      each run's measurements (`reach_margin`, `reach_distance`, `reach_loss_bound`): a linear
+      program per run, and a least squares where `y` is out of reach, on the host, at 0.1–1 s
+      per run for `k` in the thousands, far more than most runs cost; it depends only on the
+      run's keys, so [`flowdip.sweep_reachability`][] computes it once for a grid instead. A
+      folder begun with `diagnostics` alone resumes as it is, without them (with a warning).
     - `compact`: let descent chunks drop their stopped runs (above). Every run takes the same
       steps either way, but a product's round-off can depend on the batch size; a run whose
       descent is unstable (`η·λ_max > 2`, the loss rising) amplifies that to a different stop
@@ -106,7 +108,8 @@ def sweep(
         raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}.")
     if not bucket_ratio >= 1:
         raise ValueError(f"bucket_ratio must be >= 1; got {bucket_ratio}.")
-    for name, flag in (("compact", compact), ("diagnostics", diagnostics), ("progress", progress)):
+    flags = dict(compact=compact, diagnostics=diagnostics, reachability=reachability)
+    for name, flag in (flags | dict(progress=progress)).items():
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False; got {name}={flag!r}.")
 
@@ -122,12 +125,14 @@ def sweep(
         chunk_size,
         bucket_ratio,
         pad_to,
-        diagnostics=diagnostics,
+        diagnostics=diagnostics or reachability,
+        reachability=reachability,
         compact=compact,
     )
 
     def run(c, config):
-        res = engine.execute(c, grid, instance, dynamics, horizon, stop, seed, diagnostics, compact)
+        diag = diagnostics or reachability
+        res = engine.execute(c, grid, instance, dynamics, horizon, stop, seed, diag, compact)
         if store.diagnostics_version(config) >= 2:
             res.update(record.reach_outputs(c, grid.d, instance, seed))
         return res
@@ -155,7 +160,7 @@ def _resumable_config(folder: pathlib.Path, config: dict) -> dict:
     if manifest is None or manifest.get("digest") != store.digest(older):
         return config
     warnings.warn(
-        f"{folder} holds a sweep begun before diagnostics recorded reachability: it resumes "
+        f"{folder} holds a sweep begun without the reachability variables: it resumes "
         f"without {', '.join(record.REACHABILITY)} (compute them with "
         "flowdip.sweep_reachability, or give another folder to record them).",
         stacklevel=3,
