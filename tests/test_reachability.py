@@ -18,7 +18,7 @@ from helpers import two_layer_objective
 
 import flowdip as fd
 from flowdip._analysis.reachability import loss_at_distance, MARGIN_CAP
-from flowdip._sweep import record, store
+from flowdip._sweep import record
 
 
 # -- an independent computation: the zonotope as the convex hull of its 2^k vertices ----------
