@@ -217,7 +217,7 @@ def sweep_reachability(
 ):
     """The reachability of every run of a sweep's grid, without running the sweep: the
     variables `reach_margin`, `reach_distance` and `reach_loss_bound` that
-    `sweep(..., diagnostics=True)` records (see [`flowdip.Reachability`][]), for runs drawn
+    `sweep(..., reachability=True)` records (see [`flowdip.Reachability`][]), for runs drawn
     from the same keys ([`flowdip.run_key`][]) and so aligned with the sweep's dataset (e.g.
     `xr.merge([ds, fd.sweep_reachability(grid, ...)])`). Runs are drawn in chunks as the sweep
     draws them (`chunk_size`, `bucket_ratio` and `pad_to` change only the round-off of `B`).

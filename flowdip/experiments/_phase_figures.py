@@ -238,10 +238,23 @@ def phase_figure(results: dict, options, path: pathlib.Path) -> pathlib.Path:
                     label="loss rose in ≥ 50% of runs",
                 )
             )
+        reach_line = None
+        if "reach" in d2 and np.nanmin(d2["reach"]) < 0.5 < np.nanmax(d2["reach"]):
+            reach_line = matplotlib.lines.Line2D(
+                [], [], color="darkorange", lw=2.5, ls=":", label="P(y reachable) = 50%"
+            )
+            handles.append(reach_line)
+            a.contour(ks, ys, d2["reach"], levels=[0.5], colors="darkorange", linewidths=2.5,
+                      linestyles=":")  # fmt: skip
         if handles:
             legend = a.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.8)
             legend.get_frame().set_facecolor("0.85")
         plot.phase_diagram(flow.isel(seed=slice(0, seeds)), x="k", y=y, ax=b, theory=law)
+        if reach_line is not None:
+            b.contour(ks, ys, d2["reach"], levels=[0.5], colors="darkorange", linewidths=2.5,
+                      linestyles=":")  # fmt: skip
+            flow_handles = list(b.get_legend().legend_handles) if b.get_legend() else []
+            b.legend(handles=flow_handles + [reach_line], loc="lower right", fontsize="small")
         budget = float(np.mean(d2["flow_budget"]))
         b.set_title(
             f"{figure}: gradient flow, horizon {json.loads(flow.attrs['config'])['horizon']:g}"

@@ -34,12 +34,15 @@ class Options:
     - `max_steps`: the descent's step cap (P1: 25 000); the flow's horizon is `max_steps · η`.
     - `flow_rtol`: the flow's relative tolerance.
     - `flow_atol`: the flow's absolute tolerance.
-    - `flow_solver`: `stiff` ([`flowdip.GradientFlow.stiff`][]: Kvaerno5 with the structured
-      linear solve; a few hundred steps per run wherever the flow is stiff) or `tsit5` (the
-      explicit solver, about `λ_max/2` steps per unit of time).
+    - `flow_solver`: `stiff` (`GradientFlow.stiff`: Kvaerno5 with the structured linear
+      solve; a few hundred steps per run wherever the flow is stiff) or `tsit5` (the explicit
+      solver, about `λ_max/3` steps per unit of time).
     - `flow_budget`: the flow's step budget per run (default: the step cap, at most 10 000).
+    - `reach_seeds`: the runs per cell (the first ones) whose reachability (is `y` among the
+      measurements the network can produce?) is computed, a linear program each, and drawn on
+      the phase diagrams; 0: none.
     - `long_horizon`: a second flow sweep to this horizon (e.g. `1e8`), to tell "has not
-      converged by `max_steps · η`" from "does not converge" (default: none).
+      converged by `max_steps · η`" from "does not converge".
     - `scan`: other step sizes for the descent, each run with the step cap that keeps the
       horizon `max_steps · step_size` (empty: no scan).
     - `cells`: cells of the runs figure as `(figure, n, m, k, seed)`; default: chosen from the
@@ -67,6 +70,7 @@ class Options:
     flow_solver: str = dataclasses.field(default="stiff", metadata=dict(choices=("stiff", "tsit5")))
     flow_budget: int | None = dataclasses.field(default=None, metadata=dict(positive=True))
     long_horizon: float | None = dataclasses.field(default=None, metadata=dict(positive=True))
+    reach_seeds: int = 10
     scan: Sequence[float] = dataclasses.field(
         default=(), metadata=dict(flag="step_sizes", positive=True)
     )
@@ -106,6 +110,10 @@ class Options:
         if any(not (np.isfinite(v) and v > 0) for v in scan):
             raise ValueError(f"scan must hold positive step sizes; got scan={scan!r}.")
         object.__setattr__(self, "scan", scan)
+        if isinstance(self.reach_seeds, bool) or int(self.reach_seeds) != self.reach_seeds:
+            raise ValueError(f"reach_seeds must be an integer >= 0; got {self.reach_seeds!r}.")
+        if self.reach_seeds < 0:
+            raise ValueError(f"reach_seeds must be an integer >= 0; got {self.reach_seeds!r}.")
         for name in ("seeds", "max_steps", "flow_budget"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):

@@ -57,6 +57,7 @@ from ._p1 import FIGURES as FIGURES
 from ._phase_figures import phase_figure, runs_figure, scan_figure, summary_text
 from ._phase_horizon import horizon_figure, horizon_summary
 from ._phase_options import Options as Options
+from ._phase_reach import reach_path, reach_statistics, reach_summary, run_reach
 
 
 def _sweep_kwargs(opts: ssvm.SSVMOptions, progress: bool) -> dict:
@@ -269,7 +270,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     out.mkdir(parents=True, exist_ok=True)
     walls = {}
     clock = (time.perf_counter(), time.process_time())
-    results, paths, longs = {}, {}, {}
+    results, paths, longs, reaches = {}, {}, {}, {}
     for figure in options.figures:
         opts = options.ssvm(figure)
         log(
@@ -279,6 +280,11 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
         descent = run_descent(options, figure, log=log)
         flow = run_flow(options, figure, log=log)
         results[figure] = (descent, flow, cell_statistics(descent, flow, opts.step_size))
+        if options.reach_seeds:
+            reaches[figure] = run_reach(options, figure, log=log)
+            results[figure][2]["reach"] = reach_statistics(
+                reaches[figure], descent, flow, options.tol
+            )["reach"]
         paths[f"{figure}-descent"] = opts.out / "results.nc"
         paths[f"{figure}-flow"] = out / figure / "flow" / "results.nc"
         if options.long_horizon is not None:
@@ -314,10 +320,10 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     walls["the whole call"] = (time.perf_counter() - clock[0], time.process_time() - clock[1])
     paths["data"] = out / "data.npz"
     save_tree(paths["data"], dict(runs=runs, scan=json.dumps(scan), walls=json.dumps(walls)))
-    return paths | _draw(options, results, runs, scan, walls, longs, phase=False)
+    return paths | _draw(options, results, runs, scan, walls, longs, reaches, phase=False)
 
 
-def _draw(options: Options, results, runs, scan, walls, longs, phase: bool = True) -> dict:
+def _draw(options, results, runs, scan, walls, longs, reaches, phase: bool = True) -> dict:
     out, paths = options.out, {}
     if phase:
         paths["phase"] = phase_figure(results, options, out / "phase.png")
@@ -328,6 +334,8 @@ def _draw(options: Options, results, runs, scan, walls, longs, phase: bool = Tru
     if longs:
         paths["horizon"] = horizon_figure(results, longs, out / "horizon.png")
         text += "\n".join(horizon_summary(results, longs)) + "\n"
+    if reaches:
+        text += "\n".join(reach_summary(results, reaches, options.tol)) + "\n"
     paths["summary"] = out / "summary.txt"
     paths["summary"].write_text(text)
     return paths
@@ -353,7 +361,13 @@ def redraw(folder: str | pathlib.Path) -> dict[str, pathlib.Path]:
         for figure in options.figures
         if options.long_horizon is not None
     }
+    reaches = {}
+    for figure in options.figures:
+        if options.reach_seeds and reach_path(folder, figure).exists():
+            reaches[figure] = load_dataset(reach_path(folder, figure))
+            descent, flow, stats = results[figure]
+            stats["reach"] = reach_statistics(reaches[figure], descent, flow, options.tol)["reach"]
     data = load_tree(folder / "data.npz")
     scan = json.loads(data["scan"])
     walls = {name: tuple(value) for name, value in json.loads(data["walls"]).items()}
-    return _draw(options, results, data.get("runs", []), scan, walls, longs)
+    return _draw(options, results, data.get("runs", []), scan, walls, longs, reaches)
