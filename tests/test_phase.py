@@ -257,3 +257,25 @@ def test_a_longer_horizon_keeps_every_converged_flow_run(sweeps):
     np.testing.assert_array_equal(flow["stop_time"].values[both], long["stop_time"].values[both])
     np.testing.assert_allclose(h["long"], h["short"] + h["gained"])
     assert np.all(h["at_horizon"] + h["budget"] <= 1 - h["long"] + 1e-12)
+
+
+def test_failing_descent_measurements_equal_single_solves():
+    # The batched re-run (padded in n and k) against single solves of the same runs.
+    from flowdip.experiments import _phase_failing as pf
+
+    runs = [(6, 0, 5), (9, 1, 12)]
+    keys = jnp.stack([fd.run_key(0, n, 4, s) for n, s, _ in runs])
+    res = pf._batch(
+        keys, jnp.asarray([6, 9]), jnp.asarray([5, 12]), scaling="unit", n=9, m=4, k=64, d=3,
+        eta=0.2, tol=1e-12, cap=60, window=20, factor=3,
+    )  # fmt: skip
+    for i, (n, s, k) in enumerate(runs):
+        obj = fd.Instance().objective(fd.run_key(0, n, 4, s), n=n, m=4, k=k, d=3)
+        tr = fd.solve(obj, fd.GradientDescent(0.2), num_steps=60, ts=np.array([8.0, 12.0]))
+        z = obj.generator.z + tr.params[1] * jnp.sqrt(obj.u_norm2)
+        np.testing.assert_allclose(res["loss_before"][i], tr.loss[0], rtol=1e-10)
+        np.testing.assert_allclose(res["loss_cap"][i], tr.loss[1], rtol=1e-10)
+        np.testing.assert_allclose(res["lam_cap"][i], fd.sharpness(obj, z).value, rtol=1e-8)
+        assert float(res["saturated"][i]) == float(jnp.mean(jnp.abs(z) > pf.SATURATED))
+        long = fd.solve(obj, fd.GradientDescent(0.2), num_steps=180, stop=fd.LossBelow(1e-12))
+        assert int(res["steps_long"][i]) == int(long.num_steps)

@@ -41,6 +41,9 @@ class Options:
     - `reach_seeds`: the runs per cell (the first ones) whose reachability (is `y` among the
       measurements the network can produce?) is computed, a linear program each, and drawn on
       the phase diagrams; 0: none.
+    - `failing`: run every descent that fails by the cap again, on its own keys, to 4× the
+      cap, measuring at the cap its saturated units, `η·λ_max` and whether its loss still
+      falls over the last 5 000 steps.
     - `long_horizon`: a second flow sweep to this horizon (e.g. `1e8`), to tell "has not
       converged by `max_steps · η`" from "does not converge".
     - `scan`: other step sizes for the descent, each run with the step cap that keeps the
@@ -71,6 +74,7 @@ class Options:
     flow_budget: int | None = dataclasses.field(default=None, metadata=dict(positive=True))
     long_horizon: float | None = dataclasses.field(default=None, metadata=dict(positive=True))
     reach_seeds: int = 10
+    failing: bool = False
     scan: Sequence[float] = dataclasses.field(
         default=(), metadata=dict(flag="step_sizes", positive=True)
     )

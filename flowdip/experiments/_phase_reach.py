@@ -3,7 +3,7 @@ can produce (docs/theory.md §5.3), per run, against what descent and the flow d
 
 import pathlib
 
-from .._sweep import Grid, load_dataset, save_dataset, sweep_reachability
+from .._sweep import Grid, Instance, load_dataset, save_dataset, sweep_reachability
 from ._p1 import FIGURES
 from ._phase_figures import squeeze, table
 
@@ -24,11 +24,14 @@ def run_reach(options, figure: str, log=print):
     if path.exists():
         ds = load_dataset(path)
         same = all(list(ds[d].values) == list(getattr(grid, d)) for d in ("n", "m", "k"))
-        if same and ds.sizes["seed"] == seeds and int(ds.attrs.get("seed", -1)) == opts.seed:
+        kept = (int(ds.attrs.get("seed", -1)), ds.attrs.get("scaling"))
+        if same and ds.sizes["seed"] == seeds and kept == (opts.seed, opts.scaling):
             return ds
     log(f"  reachability of {grid.num_runs} runs ({seeds} per cell) → {path}")
-    ds = sweep_reachability(grid, seed=opts.seed, progress=options.progress)
+    instance = Instance(scaling=opts.scaling)
+    ds = sweep_reachability(grid, instance=instance, seed=opts.seed, progress=options.progress)
     ds.attrs["seed"] = opts.seed
+    ds.attrs["scaling"] = opts.scaling
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.nc")
     save_dataset(ds, tmp)

@@ -54,6 +54,7 @@ from .._sweep import (
 from . import _p1 as ssvm
 from ._folder import FolderError, load_tree, read_options, save_tree
 from ._p1 import FIGURES as FIGURES
+from ._phase_failing import failing_path, failing_summary, run_failing
 from ._phase_figures import phase_figure, runs_figure, scan_figure, summary_text
 from ._phase_horizon import horizon_figure, horizon_summary
 from ._phase_options import Options as Options
@@ -270,7 +271,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     out.mkdir(parents=True, exist_ok=True)
     walls = {}
     clock = (time.perf_counter(), time.process_time())
-    results, paths, longs, reaches = {}, {}, {}, {}
+    results, paths, longs, reaches, fails = {}, {}, {}, {}, {}
     for figure in options.figures:
         opts = options.ssvm(figure)
         log(
@@ -280,6 +281,8 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
         descent = run_descent(options, figure, log=log)
         flow = run_flow(options, figure, log=log)
         results[figure] = (descent, flow, cell_statistics(descent, flow, opts.step_size))
+        if options.failing:
+            fails[figure] = run_failing(options, figure, descent, log=log)
         if options.reach_seeds:
             reaches[figure] = run_reach(options, figure, log=log)
             results[figure][2]["reach"] = reach_statistics(
@@ -320,10 +323,12 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     walls["the whole call"] = (time.perf_counter() - clock[0], time.process_time() - clock[1])
     paths["data"] = out / "data.npz"
     save_tree(paths["data"], dict(runs=runs, scan=json.dumps(scan), walls=json.dumps(walls)))
-    return paths | _draw(options, results, runs, scan, walls, longs, reaches, phase=False)
+    extra = dict(longs=longs, reaches=reaches, fails=fails)
+    return paths | _draw(options, results, runs, scan, walls, extra, phase=False)
 
 
-def _draw(options, results, runs, scan, walls, longs, reaches, phase: bool = True) -> dict:
+def _draw(options, results, runs, scan, walls, extra: dict, phase: bool = True) -> dict:
+    longs, reaches, fails = extra["longs"], extra["reaches"], extra["fails"]
     out, paths = options.out, {}
     if phase:
         paths["phase"] = phase_figure(results, options, out / "phase.png")
@@ -336,6 +341,8 @@ def _draw(options, results, runs, scan, walls, longs, reaches, phase: bool = Tru
         text += "\n".join(horizon_summary(results, longs)) + "\n"
     if reaches:
         text += "\n".join(reach_summary(results, reaches, options.tol)) + "\n"
+    if fails:
+        text += "\n".join(failing_summary(fails)) + "\n"
     paths["summary"] = out / "summary.txt"
     paths["summary"].write_text(text)
     return paths
@@ -367,7 +374,13 @@ def redraw(folder: str | pathlib.Path) -> dict[str, pathlib.Path]:
             reaches[figure] = load_dataset(reach_path(folder, figure))
             descent, flow, stats = results[figure]
             stats["reach"] = reach_statistics(reaches[figure], descent, flow, options.tol)["reach"]
+    fails = {
+        figure: load_dataset(failing_path(folder, figure))
+        for figure in options.figures
+        if failing_path(folder, figure).exists()
+    }
     data = load_tree(folder / "data.npz")
     scan = json.loads(data["scan"])
     walls = {name: tuple(value) for name, value in json.loads(data["walls"]).items()}
-    return _draw(options, results, data.get("runs", []), scan, walls, longs, reaches)
+    extra = dict(longs=longs, reaches=reaches, fails=fails)
+    return _draw(options, results, data.get("runs", []), scan, walls, extra)
