@@ -100,6 +100,6 @@ def horizon_summary(results: dict, longs: dict) -> list[str]:
             f"{100 * h['at_horizon'].mean():.1f}% of runs; on the step budget: "
             f"{100 * h['budget'].mean():.2f}%",
             "  converge only with the long horizon (% of runs per cell):",
-            *table("gained", 100 * d2["gained"], ys, ks, y, "{:7.0f}"),
+            *table("gained", 100 * d2["gained"], ys, ks, y, "7.0f"),
         ]
     return lines
