@@ -3,18 +3,19 @@ vmapped and segmented by their callers ([`flowdip.solve`][], the sweep engine, e
 
 Discrete dynamics step in a `lax.while_loop` whose carry is a typed [`DescentState`][]; the
 loop can be run to any step and resumed, which is what lets a batched sweep stop, compact and
-resume its runs. Flows are integrated by Diffrax.
+resume its runs. Flows are integrated by Diffrax, in one piece here or in segments (see
+`flow.py`).
 """
 
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optimistix as optx
 
 from .._dynamics import AbstractDiscreteDynamics, AbstractFlow, AbstractStopRule
 from .._objective import Objective
 from .._typing import Array, Bool, Float, Int, PyTree
+from .flow import _flow_segment, flow_result, flow_start
 from .trajectory import RESULTS, Trajectory
 
 
@@ -302,64 +303,33 @@ def solve_flow(
     save_signal: bool = False,
 ) -> Trajectory:
     """The traced solve of a flow: integrates to `t1` (or the stop's crossing time), saving at
-    the times `ts` (no validation: [`flowdip.solve`][] does it)."""
+    the times `ts` (no validation: [`flowdip.solve`][] does it). One segment of the whole
+    budget: [`flow_start`][], [`flow_run_to`][] and [`flow_result`][] in one piece."""
     dtype = objective.dtype
     theta0 = objective.initial_state()
-    y0 = dynamics.initial_state(objective, theta0)
     loss0 = objective.value(theta0)
 
     def save_fn(t, y, args):
         theta = dynamics.parameters(y)
         return (objective.value(theta),) + _stats(objective, theta, save_params, save_signal)
 
-    saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts, fn=save_fn), dfx.SubSaveAt(t1=True)])
-    event = None
-    if stop is not None:
-
-        def cond_fn(t, y, args, **kwargs):
-            return stop.residual(objective.value(dynamics.parameters(y)))
-
-        # Bisection on the step that crossed: always bracketed, unlike Newton, which can stall
-        # on the dense interpolant of a long step.
-        tol = 1e3 * float(jnp.finfo(dtype).eps)
-        # `flip=True` (the residual falls across the step) rather than detected: under vmap,
-        # Diffrax root-finds every run once one run's event fires, and a run without an event
-        # gets the residual `t_end − t`, which is zero at the upper end; detection then fails
-        # with "The root is not contained in [lower, upper]" and kills the whole batch.
-        bisection = optx.Bisection(rtol=tol, atol=tol, flip=True)
-        event = dfx.Event(cond_fn, root_finder=bisection)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(dynamics.vector_field(objective)),
-        dynamics.solver_for(objective),
-        t0=jnp.zeros((), dtype),
+    start = flow_start(objective, dynamics, t1=t1)
+    carry, (saved_ts, saved) = _flow_segment(
+        objective,
+        dynamics,
+        start,
+        jnp.asarray(dynamics.max_steps, jnp.int32),
         t1=t1,
-        dt0=None,
-        y0=y0,
-        saveat=saveat,
-        stepsize_controller=dynamics.controller(),
-        max_steps=dynamics.max_steps,
-        event=event,
-        throw=False,
+        stop=stop,
+        segment=dynamics.max_steps,
+        saves=dfx.SubSaveAt(ts=ts, fn=save_fn),
     )
-    saved_ts, final_ts = sol.ts
-    saved, final_y = sol.ys
-    stop_time = final_ts[-1]
-    y_end = jax.tree_util.tree_map(lambda a: a[-1], final_y)
-    theta = dynamics.parameters(y_end)
+    stop_time = carry.t
+    theta = dynamics.parameters(carry.y)
     final_loss = objective.value(theta)
     valid = jnp.isfinite(saved_ts) & (ts <= stop_time)
     saved = jax.tree_util.tree_map(lambda a: _nan_where(valid, a), saved)
     loss_s, rec, disp, params, signal = saved
-
-    finished = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
-    code = RESULTS.promote(sol.result)
-    if stop is not None:
-        met = stop.met(final_loss) | jnp.any(jnp.asarray(sol.event_mask))
-        done_code = RESULTS.where(met, RESULTS.converged, RESULTS.max_steps_reached)
-    else:
-        done_code = RESULTS.successful
-    code = RESULTS.where(finished, done_code, code)
-    code = RESULTS.where(jnp.isnan(final_loss), RESULTS.non_finite, code)
     return Trajectory(
         ts=ts,
         steps=jnp.full(ts.shape, -1, jnp.int32),
@@ -369,14 +339,14 @@ def solve_flow(
         displacement=disp,
         params=params,
         signal=signal,
-        final_state=y_end,
+        final_state=carry.y,
         final_generator=objective.lift(theta),
         final_signal=objective.signal(theta),
         final_loss=final_loss,
         initial_loss=loss0,
-        stop_time=stop_time,
+        stop_time=stop_time.astype(dtype),
         horizon=t1,
-        num_steps=jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
-        result=code,
+        num_steps=carry.num_accepted,
+        result=flow_result(carry, final_loss, stop=stop),
         dynamics=dynamics,
     )

@@ -232,10 +232,3 @@ def solve_to(
     if isinstance(dynamics, AbstractDiscreteDynamics):
         return solve(objective, dynamics, num_steps=horizon, **kwargs)
     return solve(objective, dynamics, t1=horizon, **kwargs)
-
-
-def can_segment(dynamics: AbstractDynamics) -> bool:
-    """Whether a batched caller can run `dynamics` in segments with
-    `descent_start`, `descent_run_to` and `descent_result` (discrete
-    dynamics today; a flow is one Diffrax solve)."""
-    return isinstance(dynamics, AbstractDiscreteDynamics)

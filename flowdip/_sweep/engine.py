@@ -1,6 +1,6 @@
 """Executing one chunk of a sweep: every run of the chunk as one compiled, vmapped program
-(sliced over the devices of an accelerator), or, for descents on one device, in segments
-between which the stopped runs leave the batch (compaction)."""
+(sliced over the devices of an accelerator), or, on one device, in segments between which the
+stopped runs leave the batch (compaction)."""
 
 import equinox as eqx
 import jax
@@ -13,12 +13,13 @@ from .._generator.networks import TwoLayerDIP
 from .._objective import Objective
 from .._solve import (
     can_segment,
-    descent_result,
-    descent_run_to,
-    descent_start,
-    DescentState,
+    horizon_array,
+    run_outcome,
+    run_segment,
+    segment_length,
+    Segmented,
     solve_to,
-    Thresholds,
+    start_run,
 )
 from .plan import Chunk
 from .protocol import Grid, Instance, run_keys
@@ -78,54 +79,53 @@ def _run_chunk(
     )
 
 
-# -- descent sweeps with compaction ------------------------------------------------------------
-# A vmapped while_loop steps every lane until the last one stops, so a chunk of 50 runs where
-# one needs 25 000 steps and the rest 500 costs 50 × 25 000 steps. Descent sweeps therefore run
-# in segments: between segments the runs still going are gathered into a batch a factor
+# -- compaction --------------------------------------------------------------------------------
+# A vmapped loop steps every lane until the last one stops, so a chunk of 50 runs where one
+# needs 25 000 steps and the rest 500 costs 50 × 25 000 steps. On one device, chunks therefore
+# run in segments: between segments the runs still going are gathered into a batch a factor
 # `_COMPACT_RATIO` smaller (one compiled program per batch size), and the stopped ones are
-# read out. Each step is masked on its own, so a run takes the same steps wherever its
-# segments end; only the round-off of batched products may differ between batch sizes.
+# read out. A descent's segment is a number of its steps, a flow's a number of solver steps
+# (so that a segment costs about the same in every lane), and a run takes the same steps
+# wherever its segments end; only the round-off of batched products may differ between batch
+# sizes.
 _COMPACT_RATIO = 4
 _SEGMENTS = 32  # host round trips per run at most (each costs a dispatch and a sync)
 
 
 class _Lanes(eqx.Module):
     objective: Objective
-    carry: DescentState
-    loss0: jax.Array
-    threshold: Thresholds
+    run: Segmented
     sigma0: jax.Array
     sharpness0: jax.Array | None
 
 
 @eqx.filter_jit
-def _start_lanes(instance, dynamics, n_pad, m_pad, k_pad, d, keys, sizes, diagnostics):
+def _start_lanes(instance, dynamics, horizon, n_pad, m_pad, k_pad, d, keys, sizes, diagnostics):
     def one(key, n_true, m_true, k_true):
         obj = instance.objective(
             key, n=n_pad, m=m_pad, k=k_pad, d=d, n_true=n_true, m_true=m_true, k_true=k_true
         )
-        start = descent_start(obj, dynamics)
+        run = start_run(obj, dynamics, horizon)
         sharp = sharpness(obj, obj.initial_state()).value if diagnostics else None
         sigma0 = _sigma0(obj.generator, n_true)
-        return _Lanes(obj, start.state, start.initial_loss, start.threshold, sigma0, sharp)
+        return _Lanes(obj, run, sigma0, sharp)
 
     return eqx.filter_vmap(one)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
 
 
 def _lane_outputs(lane, dynamics, stop, horizon) -> dict:
-    carry, loss = lane.carry, lane.carry.last_loss
-    code = descent_result(carry, threshold=lane.threshold, horizon=horizon, stop=stop)
-    x = lane.objective.signal(dynamics.parameters(carry.state))
+    out = run_outcome(lane.objective, dynamics, lane.run, horizon=horizon, stop=stop)
+    x = lane.objective.signal(out.parameters)
     return run_record(
-        final_loss=loss,
-        initial_loss=lane.loss0,
-        result=code,
-        num_steps=carry.step,
-        stop_time=carry.step.astype(loss.dtype) * dynamics.step_size.astype(loss.dtype),
+        final_loss=out.final_loss,
+        initial_loss=lane.run.initial_loss,
+        result=out.result,
+        num_steps=out.num_steps,
+        stop_time=out.stop_time,
         sigma0=lane.sigma0,
         recovery_error=jnp.linalg.norm(x - lane.objective.problem.x_true),
         sharpness0=lane.sharpness0,
-        loss_rose=carry.loss_rose,
+        loss_rose=out.loss_rose,
     )
 
 
@@ -134,17 +134,8 @@ def _advance_lanes(lanes, dynamics, stop, horizon, segment):
     # Also returns every lane's outputs as they stand (an O(nk) read-out against a segment's
     # O(segment·mk) steps), so that no second program per batch size is compiled to read out.
     def one(lane):
-        target = jnp.minimum(lane.carry.step + segment, horizon + 1)
-        carry = descent_run_to(
-            lane.objective,
-            dynamics,
-            lane.carry,
-            target,
-            stop=stop,
-            threshold=lane.threshold,
-            horizon=horizon,
-        )
-        lane = eqx.tree_at(lambda x: x.carry, lane, carry)
+        run = run_segment(lane.objective, dynamics, lane.run, segment, horizon=horizon, stop=stop)
+        lane = eqx.tree_at(lambda x: x.run, lane, run)
         return lane, _lane_outputs(lane, dynamics, stop, horizon)
 
     return eqx.filter_vmap(one)(lanes)
@@ -172,9 +163,9 @@ def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, dia
     runs = list(chunk.runs)
     keys, sizes = _inputs(runs, seed)
     pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
-    lanes = _start_lanes(instance, dynamics, *pads, keys, sizes, diagnostics)
-    horizon_ = jnp.asarray(horizon, jnp.int32)
-    segment = jnp.asarray(max(1, -(-(horizon + 1) // _SEGMENTS)), jnp.int32)
+    horizon_ = horizon_array(dynamics, horizon)
+    lanes = _start_lanes(instance, dynamics, horizon_, *pads, keys, sizes, diagnostics)
+    segment = segment_length(dynamics, horizon, _SEGMENTS)
     owner = np.arange(len(runs))  # the run each lane holds
     rows: dict[int, dict] = {}
 
@@ -187,7 +178,7 @@ def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, dia
 
     while True:
         lanes, outputs = _advance_lanes(lanes, dynamics, stop, horizon_, segment)
-        done = np.asarray(lanes.carry.done)
+        done = np.asarray(lanes.run.carry.done)
         if done.all():
             read_out(outputs, owner, done)
             break
