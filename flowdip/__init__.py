@@ -40,6 +40,7 @@ from ._dynamics import (
     InertialDescent as InertialDescent,
     InertialFlow as InertialFlow,
     LossBelow as LossBelow,
+    LossBelowOrUnreachable as LossBelowOrUnreachable,
     ModifiedFlow as ModifiedFlow,
     OptaxBaseline as OptaxBaseline,
     OptimistixBaseline as OptimistixBaseline,

@@ -325,3 +325,30 @@ def test_bad_input_is_refused_naming_what_is_wrong():
         fd.reachability(two_layer_objective(0, m=2, n=4, k=6, d=3)).rules_out("1e-7")
     assert fd.Sigmoid().range == (0.0, 1.0) and fd.Tanh().range == (-1.0, 1.0)
     assert fd.Softplus().range == (0.0, math.inf)
+
+
+def test_the_unreachable_stop_rule_ends_certified_runs_at_once_and_leaves_others_alone():
+    tol = 1e-6
+    obj = two_layer_objective(1, m=3, n=8, k=60, d=4)
+    far = _scaled(obj, 40.0)
+    flow = fd.GradientFlow(rtol=1e-8, atol=1e-10)
+    for dyn, kw in ((fd.GradientDescent(1.0), dict(num_steps=500)), (flow, dict(t1=500.0))):
+        # Certified: the run ends before its first step, with its own result code.
+        rule = fd.reachability(far).stop_rule(tol)
+        assert bool(rule.unreachable())
+        traj = fd.solve(far, dyn, stop=rule, **kw)
+        assert traj.result == fd.RESULTS.unreachable
+        assert int(traj.num_steps) == 0 and float(traj.stop_time) == 0.0
+        assert float(traj.final_loss) == float(traj.initial_loss)
+        # Not certified: exactly the run of LossBelow(tol).
+        rule = fd.reachability(obj).stop_rule(tol)
+        assert not bool(rule.unreachable())
+        mine = fd.solve(obj, dyn, stop=rule, throw=False, **kw)
+        plain = fd.solve(obj, dyn, stop=fd.LossBelow(tol), throw=False, **kw)
+        assert mine.result == plain.result
+        assert int(mine.num_steps) == int(plain.num_steps)
+        np.testing.assert_array_equal(mine.loss, plain.loss)
+    with pytest.raises(ValueError, match="tol"):
+        fd.LossBelowOrUnreachable(0.0, 1.0)
+    with pytest.raises(ValueError, match="scalar"):
+        fd.LossBelowOrUnreachable(1e-6, jnp.ones(2))

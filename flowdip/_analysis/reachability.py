@@ -10,9 +10,11 @@ gives `dist(y, Z̄)` and, through its dual, a lower bound on the loss of every r
 import math
 
 import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
+from .._dynamics import LossBelowOrUnreachable
 from .._generator.activations import AbstractActivation
 from .._generator.networks import TwoLayerDIP
 from .._losses import AbstractLoss, Huber, MSE, PowerLoss, PseudoHuber
@@ -68,6 +70,17 @@ class Reachability(eqx.Module):
         loss stays at or above `tol` along every run (False where nothing is certified)."""
         tol = check_real("tol", tol)
         return np.asarray(self.loss_bound >= tol)
+
+    def stop_rule(self, tol: float) -> LossBelowOrUnreachable:
+        """`LossBelow(tol)` that ends the run at once, with result `unreachable`, where this
+        certificate rules it out (for one objective, not a batch)."""
+        bound = np.asarray(self.loss_bound, dtype=float)
+        if bound.shape != ():
+            raise ValueError(
+                "stop_rule needs the reachability of one objective; got a batch of shape "
+                f"{bound.shape}."
+            )
+        return LossBelowOrUnreachable(tol, jnp.asarray(bound))
 
 
 def activation_range(activation: AbstractActivation) -> tuple[float, float]:

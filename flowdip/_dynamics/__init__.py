@@ -9,6 +9,7 @@ from .base import (
     check_positive_scalar as check_positive_scalar,
     check_tolerances as check_tolerances,
     LossBelow as LossBelow,
+    LossBelowOrUnreachable as LossBelowOrUnreachable,
 )
 from .baselines import OptimistixBaseline as OptimistixBaseline
 from .descents import GradientDescent as GradientDescent, InertialDescent as InertialDescent

@@ -27,6 +27,11 @@ class AbstractStopRule(eqx.Module):
         """Whether the rule is met at this loss."""
         return self.residual(loss) < 0
 
+    def unreachable(self) -> Array:
+        """Whether the rule is certified never to be met (the run then ends at once with
+        result `unreachable`); `False` unless the rule carries such a certificate."""
+        return jnp.array(False)
+
 
 class LossBelow(AbstractStopRule):
     """Stop once `F(θ) < tol`: a descent at the first such step, a flow at the crossing time."""
@@ -40,6 +45,35 @@ class LossBelow(AbstractStopRule):
     def residual(self, loss: Float[Array, ""]) -> Float[Array, ""]:
         """`loss − tol`."""
         return loss - self.tol
+
+
+class LossBelowOrUnreachable(AbstractStopRule):
+    """`LossBelow(tol)` with a certified lower bound on the loss along any run: where
+    `loss_bound ≥ tol` the rule can never be met, and the run ends at once with result
+    `unreachable` instead of running to its horizon.
+
+    The bound is the reachability certificate of the objective
+    ([`flowdip.Reachability`][]`.loss_bound`, e.g.
+    `fd.reachability(objective).stop_rule(tol)`); it is an array, so runs with different
+    bounds share one compiled program.
+    """
+
+    tol: float = eqx.field(static=True, converter=lambda tol: check_real("tol", tol))
+    loss_bound: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+
+    def __check_init__(self):
+        if not (math.isfinite(self.tol) and self.tol > 0):
+            raise ValueError(f"LossBelowOrUnreachable needs tol > 0; got tol={self.tol}.")
+        if self.loss_bound.shape != ():
+            raise ValueError(f"loss_bound must be a scalar; got shape {self.loss_bound.shape}.")
+
+    def residual(self, loss: Float[Array, ""]) -> Float[Array, ""]:
+        """`loss − tol`."""
+        return loss - self.tol
+
+    def unreachable(self) -> Array:
+        """`loss_bound ≥ tol` (a NaN bound certifies nothing)."""
+        return self.loss_bound >= self.tol
 
 
 # -- validation shared by the dynamics ----------------------------------------------------------

@@ -72,7 +72,7 @@ class GradientFlow(AbstractFlow):
 
         An explicit solver needs about `λ_max/2` steps per unit of time; this one takes steps
         set by accuracy alone, so it pays off once `λ_max · t₁` is large (a horizon of many
-        times `1/λ_max`, see the guide to the stiff flow in the docs). Float64 only:
+        times `1/λ_max`; see the docs page on the stiff gradient flow). Float64 only:
         [`flowdip.solve`][] refuses it on a float32 objective. The defaults are those of
         [`flowdip.GradientFlow.for_sweeps`][] (max norm, a step budget that ends runs).
         """

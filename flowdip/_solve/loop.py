@@ -99,6 +99,7 @@ def descent_start(
     diverge_factor: float = DIVERGE_FACTOR,
     param_factor: float = PARAM_FACTOR,
     step_dtype=jnp.int32,
+    stop: AbstractStopRule | None = None,
 ) -> DescentStart:
     """The stepping loop's initial carry, `F(θ₀)` and the divergence thresholds."""
     theta0 = objective.initial_state()
@@ -112,7 +113,8 @@ def descent_start(
     carry = DescentState(
         step=jnp.zeros((), step_dtype),
         state=state0,
-        done=jnp.array(False),
+        # A certified-unreachable stop rule ends the run before its first step.
+        done=jnp.array(False) if stop is None else stop.unreachable(),
         last_loss=loss0,
         last_norm=norm0,
         loss_rose=jnp.array(False),
@@ -198,7 +200,10 @@ def descent_result(
     code = RESULTS.where(at_horizon, end_code, RESULTS.successful)
     code = RESULTS.where(converged, RESULTS.converged, code)
     code = RESULTS.where(diverged, RESULTS.diverged, code)
-    return RESULTS.where(nonfinite, RESULTS.non_finite, code)
+    code = RESULTS.where(nonfinite, RESULTS.non_finite, code)
+    if stop is not None:
+        code = RESULTS.where(stop.unreachable(), RESULTS.unreachable, code)
+    return code
 
 
 @eqx.filter_jit
@@ -225,6 +230,7 @@ def solve_descent(
         diverge_factor=diverge_factor,
         param_factor=param_factor,
         step_dtype=save_steps.dtype,
+        stop=stop,
     )
     threshold = start.threshold
     theta0 = objective.initial_state()
@@ -291,6 +297,12 @@ def solve_descent(
     )
 
 
+def _unreachable(code: RESULTS, stop: AbstractStopRule | None) -> RESULTS:
+    if stop is None:
+        return code
+    return RESULTS.where(stop.unreachable(), RESULTS.unreachable, code)
+
+
 @eqx.filter_jit
 def solve_flow(
     objective: Objective,
@@ -314,6 +326,13 @@ def solve_flow(
         return (objective.value(theta),) + _stats(objective, theta, save_params, save_signal)
 
     start = flow_start(objective, dynamics, t1=t1)
+    save_ts = ts
+    if stop is not None:
+        # A certified-unreachable stop rule ends the run before its first step; its saves
+        # (all but t = 0 invalid below) are moved into the empty interval it integrates.
+        dead = stop.unreachable()
+        start = eqx.tree_at(lambda c: c.done, start, start.done | dead)
+        save_ts = jnp.where(dead, jnp.zeros_like(ts), ts)
     carry, (saved_ts, saved) = _flow_segment(
         objective,
         dynamics,
@@ -322,7 +341,7 @@ def solve_flow(
         t1=t1,
         stop=stop,
         segment=dynamics.max_steps,
-        saves=dfx.SubSaveAt(ts=ts, fn=save_fn),
+        saves=dfx.SubSaveAt(ts=save_ts, fn=save_fn),
     )
     stop_time = carry.t
     theta = dynamics.parameters(carry.y)
@@ -347,6 +366,6 @@ def solve_flow(
         stop_time=stop_time.astype(dtype),
         horizon=t1,
         num_steps=carry.num_accepted,
-        result=flow_result(carry, final_loss, stop=stop),
+        result=_unreachable(flow_result(carry, final_loss, stop=stop), stop),
         dynamics=dynamics,
     )

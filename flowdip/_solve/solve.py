@@ -48,6 +48,8 @@ def _describe_failure(traj: Trajectory, stop) -> str | None:
     r = traj.result
     if bool(r == RESULTS.successful) or bool(r == RESULTS.converged):
         return None
+    if bool(r == RESULTS.unreachable):  # an answer the stop rule was asked for
+        return None
     if bool(r == RESULTS.max_steps_reached) and stop is not None:
         return None
     kind = traj.dynamics.label()

@@ -10,7 +10,7 @@ from .._typing import Array, ArrayLike, Bool, Float, Int, PyTree
 
 class RESULTS(dfx.RESULTS):  # pyright: ignore
     """Result codes of a run. Diffrax's own codes (`successful`, `max_steps_reached`,
-    `dt_min_reached`, …) carry through unchanged; flowdip adds three.
+    `dt_min_reached`, …) carry through unchanged; flowdip adds four.
 
     - `successful`: the run reached its horizon and no stop rule was given.
     - `converged`: the stop rule was met (for a flow, at the located crossing time).
@@ -20,6 +20,8 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore
       non-finite or their norm grew past `param_factor · max(‖θ₀‖, 1)` (defaults `10⁶` and
       `10³`); the run stopped there.
     - `non_finite`: the loss became NaN.
+    - `unreachable`: the stop rule is certified never to be met
+      ([`flowdip.LossBelowOrUnreachable`][]); the run ended at once.
     - any other Diffrax/Optimistix code: the ODE solver failed.
     """
 
@@ -31,10 +33,14 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore
         "bounded while they blow up). For gradient descent, try a smaller step size (below 2/L)."
     )
     non_finite = "The loss became NaN."
+    unreachable = (
+        "The stop rule can never be met: the loss is bounded below by a reachability "
+        "certificate above the tolerance, so the run ended at once."
+    )
 
 
 #: Codes that `throw=True` never raises for.
-_BENIGN = ("successful", "converged")
+_BENIGN = ("successful", "converged", "unreachable")
 
 
 class Trajectory(eqx.Module):
