@@ -147,5 +147,5 @@ def failing_summary(fails: dict) -> list[str]:
                 sel = (ds[y].values == yv) & (ds["k"].values == kv)
                 if sel.any():
                     grid[j, i] = np.median(el[sel])
-        lines += table("median η·λ_max at the cap of the failing runs", grid, ys, ks, y, "7.3g")
+        lines += table("median η·λ_max at the cap of the failing runs", grid, ys, ks, y, "7.2g")
     return lines

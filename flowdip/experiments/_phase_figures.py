@@ -182,7 +182,7 @@ def summary_text(results: dict, options, notes, scan, walls) -> str:
 
 
 # -- figures ------------------------------------------------------------------------------------
-def _log_axes(ax):
+def log_axes(ax):
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
@@ -260,7 +260,7 @@ def phase_figure(results: dict, options, path: pathlib.Path) -> pathlib.Path:
             f"{figure}: gradient flow, horizon {json.loads(flow.attrs['config'])['horizon']:g}"
             f"\n(ended on the step budget: {100 * budget:.1f}% of runs)"
         )
-        _log_axes(c)
+        log_axes(c)
         mesh = c.pcolormesh(
             plot.cell_edges(ks),
             plot.cell_edges(ys),

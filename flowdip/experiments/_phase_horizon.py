@@ -10,7 +10,7 @@ import numpy as np
 from .. import plot
 from .._sweep import result_codes
 from ._p1 import FIGURES
-from ._phase_figures import squeeze, table
+from ._phase_figures import log_axes, squeeze, table
 
 
 def horizon(ds) -> float:
@@ -58,9 +58,7 @@ def horizon_figure(results: dict, longs: dict, path: pathlib.Path) -> pathlib.Pa
             f"{figure}: gradient flow to t = {horizon(flow_long):g}\n(ended on the step budget: "
             f"{100 * float(np.mean(h['budget'])):.1f}% of runs)"
         )
-        for axis in (c,):
-            axis.set_xscale("log")
-            axis.set_yscale("log")
+        log_axes(c)
         mesh = c.pcolormesh(
             plot.cell_edges(ks), plot.cell_edges(ys), d2["gained"], cmap="Greens", vmin=0, vmax=1
         )
