@@ -132,16 +132,16 @@ def flow_start(
     direction = jnp.where(t0 < t1, 1, -1)
     terms = WrapTerm(_terms(objective, dynamics), direction)
     controller = dynamics.controller().wrap(direction)
-    t0, t1 = t0 * direction, t1 * direction
+    s0, s1 = t0 * direction, t1 * direction
     tnext, controller_state = controller.init(
-        terms, t0, t1, y0, None, None, solver.func, solver.error_order(terms)
+        terms, s0, s1, y0, None, None, solver.func, solver.error_order(terms)
     )
-    tnext = jnp.minimum(tnext, t1)
+    tnext = jnp.minimum(tnext, s1)
     return FlowState(
         t=t0,
         y=y0,
         tnext=tnext,
-        solver_state=solver.init(terms, t0, tnext, y0, None),
+        solver_state=solver.init(terms, s0, tnext, y0, None),
         controller_state=controller_state,
         made_jump=jnp.array(False),
         num_steps=jnp.zeros((), jnp.int32),

@@ -44,10 +44,10 @@ def sweep(
     and every run stops on its own (a chunk ends when all its runs have).
     Per-run data is drawn from keys inside the compiled program.
 
-    On one device, descent sweeps run each chunk in segments of about `num_steps/32` steps
-    and, between segments, move the runs still going into a batch 4 times smaller once they
-    fit (one more compiled program per batch size), so that a straggler no longer makes the
-    whole chunk step to the cap (`compact`).
+    On one device, sweeps run each chunk in segments (about `num_steps/32` steps of a
+    descent, `max_steps/32` solver steps of a flow) and, between segments, move the runs still
+    going into a batch 4 times smaller once they fit (one more compiled program per batch
+    size), so that a straggler no longer makes the whole chunk step to the cap (`compact`).
 
     **Arguments:**
 
@@ -59,9 +59,7 @@ def sweep(
       with the same arguments skips the chunks already there (resume after a kill).
     - `seed`: base seed of the run keys ([`flowdip.run_key`][]).
     - `chunk_size`: most runs per compiled call (memory grows with it). A chunk runs until its
-      slowest run stops; descents drop their stopped runs as they go (above), flows do not, so
-      for flows chunks of one cell (`chunk_size = grid.seeds`) waste least when cells stop at
-      very different times.
+      slowest run stops, dropping its stopped runs as it goes (above).
     - `bucket_ratio`: the factor within which grid values share a compiled program (larger:
       fewer compilations, more padding).
     - `pad_to`: `(n, m, k)`: pad every bucket to at least these sizes, so that sweeps of
@@ -78,7 +76,7 @@ def sweep(
       per run for `k` in the thousands, far more than most runs cost; it depends only on the
       run's keys, so [`flowdip.sweep_reachability`][] computes it once for a grid instead. A
       folder begun with `diagnostics` alone resumes as it is, without them (with a warning).
-    - `compact`: let descent chunks drop their stopped runs (above). Every run takes the same
+    - `compact`: let chunks drop their stopped runs (above). Every run takes the same
       steps either way, but a product's round-off can depend on the batch size; a run whose
       descent is unstable (`η·λ_max > 2`, the loss rising) amplifies that to a different stop
       step or, rarely, outcome (in the full `ssvm-fig1` sweep: 25 runs of 7200 stopped at
