@@ -157,6 +157,10 @@ def run_flow(options: Options, figure: str, log=print, long: bool = False):
         f"{t1:g}, budget {flow.max_steps} steps per run → {folder}"
     )
     kwargs = _sweep_kwargs(opts, options.progress)
+    # The stiff flow's runs take 40 to 250 steps: too narrow a spread for dropping stopped
+    # runs to pay for the compiled program each smaller batch needs (one per width bucket
+    # instead of four).
+    kwargs["compact"] = options.flow_solver != "stiff"
     if opts.chunk_size is None:
         # Whole cells of at least _FLOW_CHUNK runs: with few seeds per cell, a cell-sized
         # chunk would pay the solver loop's per-step overhead for a handful of runs.
