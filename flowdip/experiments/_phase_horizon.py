@@ -46,13 +46,13 @@ def horizon_figure(results: dict, longs: dict, path: pathlib.Path) -> pathlib.Pa
     for row, (figure, flow_long) in enumerate(longs.items()):
         _, flow, stats = results[figure]
         y, law = FIGURES[figure]
-        seeds = stats["seeds"]
+        seeds = min(stats["seeds"], flow_long.sizes["seed"])
         h = horizon_statistics(flow, flow_long, seeds)
         d2, _ = squeeze(h, figure)
         ks, ys = flow["k"].values, flow[y].values
         a, b, c = axes[row]
         plot.phase_diagram(flow.isel(seed=slice(0, seeds)), x="k", y=y, ax=a, theory=law)
-        a.set_title(f"{figure}: gradient flow to t = {horizon(flow):g}")
+        a.set_title(f"{figure}: gradient flow to t = {horizon(flow):g} ({seeds} runs per cell)")
         plot.phase_diagram(flow_long.isel(seed=slice(0, seeds)), x="k", y=y, ax=b, theory=law)
         b.set_title(
             f"{figure}: gradient flow to t = {horizon(flow_long):g}\n(ended on the step budget: "
@@ -84,13 +84,15 @@ def horizon_summary(results: dict, longs: dict) -> list[str]:
     lines = []
     for figure, flow_long in longs.items():
         _, flow, stats = results[figure]
-        h = horizon_statistics(flow, flow_long, stats["seeds"])
+        seeds = min(stats["seeds"], flow_long.sizes["seed"])
+        h = horizon_statistics(flow, flow_long, seeds)
         y = FIGURES[figure][0]
         d2, _ = squeeze(h, figure)
         ks, ys = flow["k"].values, flow[y].values
         lines += [
             "",
-            f"{figure}: the flow to t = {horizon(flow):g} against t = {horizon(flow_long):g}",
+            f"{figure}: the flow to t = {horizon(flow):g} against t = {horizon(flow_long):g} "
+            f"(first {seeds} runs per cell)",
             f"  success: {100 * h['short'].mean():.1f}% → {100 * h['long'].mean():.1f}% of runs; "
             f"{100 * h['gained'].mean():.2f}% converge only with the long horizon, "
             f"{100 * h['lost'].mean():.2f}% only with the short one",

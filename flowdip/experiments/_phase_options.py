@@ -41,11 +41,13 @@ class Options:
     - `reach_seeds`: the runs per cell (the first ones) whose reachability (is `y` among the
       measurements the network can produce?) is computed, a linear program each, and drawn on
       the phase diagrams; 0: none.
-    - `failing`: run every descent that fails by the cap again, on its own keys, to 4× the
-      cap, measuring at the cap its saturated units, `η·λ_max` and whether its loss still
-      falls over the last 5 000 steps.
+    - `failing`: grids (comma-separated) whose every descent that fails by the cap is run
+      again, on its own keys, to 4× the cap, measuring at the cap its saturated units,
+      `η·λ_max` and whether its loss still falls over the last 5 000 steps (default: none).
     - `long_horizon`: a second flow sweep to this horizon (e.g. `1e8`), to tell "has not
       converged by `max_steps · η`" from "does not converge".
+    - `long_seeds`: the runs per cell (the first ones) of the long-horizon sweep: it costs
+      about as much as the standard one, and its question needs fewer runs.
     - `scan`: other step sizes for the descent, each run with the step cap that keeps the
       horizon `max_steps · step_size` (empty: no scan).
     - `cells`: cells of the runs figure as `(figure, n, m, k, seed)`; default: chosen from the
@@ -73,8 +75,11 @@ class Options:
     flow_solver: str = dataclasses.field(default="stiff", metadata=dict(choices=("stiff", "tsit5")))
     flow_budget: int | None = dataclasses.field(default=None, metadata=dict(positive=True))
     long_horizon: float | None = dataclasses.field(default=None, metadata=dict(positive=True))
+    long_seeds: int = 10
     reach_seeds: int = 10
-    failing: bool = False
+    failing: str | Sequence[str] = dataclasses.field(
+        default=(), metadata=dict(parse=_figures, metavar="fig1|fig2|both")
+    )
     scan: Sequence[float] = dataclasses.field(
         default=(), metadata=dict(flag="step_sizes", positive=True)
     )
@@ -114,10 +119,14 @@ class Options:
         if any(not (np.isfinite(v) and v > 0) for v in scan):
             raise ValueError(f"scan must hold positive step sizes; got scan={scan!r}.")
         object.__setattr__(self, "scan", scan)
-        if isinstance(self.reach_seeds, bool) or int(self.reach_seeds) != self.reach_seeds:
-            raise ValueError(f"reach_seeds must be an integer >= 0; got {self.reach_seeds!r}.")
-        if self.reach_seeds < 0:
-            raise ValueError(f"reach_seeds must be an integer >= 0; got {self.reach_seeds!r}.")
+        for name in ("reach_seeds", "long_seeds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {name}={value!r}.")
+        failing = (self.failing,) if isinstance(self.failing, str) else tuple(self.failing)
+        if any(f not in figures for f in failing):
+            raise ValueError(f"failing must be among the figures {figures}; got {failing!r}.")
+        object.__setattr__(self, "failing", failing)
         for name in ("seeds", "max_steps", "flow_budget"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):

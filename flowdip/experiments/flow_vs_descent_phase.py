@@ -165,7 +165,12 @@ def run_flow(options: Options, figure: str, log=print, long: bool = False):
         # Whole cells of at least _FLOW_CHUNK runs: with few seeds per cell, a cell-sized
         # chunk would pay the solver loop's per-step overhead for a handful of runs.
         kwargs["chunk_size"] = opts.seeds * max(1, _FLOW_CHUNK // opts.seeds)
-    return sweep(opts.grid, dynamics=flow, t1=t1, out=folder, **kwargs)
+    grid = opts.grid
+    if long:
+        seeds = min(options.long_seeds, opts.seeds)
+        grid = Grid(n=grid.n, m=grid.m, k=grid.k, seeds=seeds, d=grid.d)
+        kwargs["chunk_size"] = seeds * max(1, _FLOW_CHUNK // seeds)
+    return sweep(grid, dynamics=flow, t1=t1, out=folder, **kwargs)
 
 
 # -- per-cell statistics -----------------------------------------------------------------------
@@ -285,7 +290,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
         descent = run_descent(options, figure, log=log)
         flow = run_flow(options, figure, log=log)
         results[figure] = (descent, flow, cell_statistics(descent, flow, opts.step_size))
-        if options.failing:
+        if figure in options.failing:
             fails[figure] = run_failing(options, figure, descent, log=log)
         if options.reach_seeds:
             reaches[figure] = run_reach(options, figure, log=log)
