@@ -91,6 +91,7 @@ from ._solve import (
     Trajectory as Trajectory,
 )
 from ._sweep import (
+    DeviceExecutor as DeviceExecutor,
     Grid as Grid,
     Instance as Instance,
     load_dataset as load_dataset,
@@ -103,6 +104,8 @@ from ._sweep import (
     sweep as sweep,
     sweep_reachability as sweep_reachability,
     SweepFolderError as SweepFolderError,
+    SweepTaskError as SweepTaskError,
+    use_executor as use_executor,
 )
 from ._theory.certificate import certify as certify
 from ._theory.overparam import (

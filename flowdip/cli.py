@@ -8,6 +8,7 @@ ignored.
 
 import argparse
 import collections.abc
+import contextlib
 import dataclasses
 import importlib.metadata
 import math
@@ -194,7 +195,23 @@ def _experiment_parser(sub, command: str, name: str, full: bool) -> None:
         "and start over; without it a run with the same arguments continues (or repeats) "
         "the one in --out, and one with other arguments is refused",
     )
-    parser.set_defaults(flags=_add_options(parser, cls))
+    flags = _add_options(parser, cls)
+    if experiment.sweeps:
+        parser.add_argument(
+            "--workers",
+            type=_number(int, True),
+            metavar="N",
+            help="run the sweeps' chunks on a local Dask cluster of N worker processes (needs "
+            "flowdip[cluster]; the results are the same as in one process)",
+        )
+        parser.add_argument(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="run the sweeps' chunks on the Dask cluster whose scheduler is at ADDRESS "
+            "(e.g. tcp://10.0.0.1:8786; its workers must see --out)",
+        )
+        flags.update(workers="--workers", scheduler="--scheduler")
+    parser.set_defaults(flags=flags)
 
 
 def _parser(full: str | None = "all") -> argparse.ArgumentParser:
@@ -327,9 +344,15 @@ def _reproduce(args: argparse.Namespace) -> int:
         options = cls.quick(**overrides) if args.quick else cls(**overrides)
     except ValueError as error:
         return _fail(args, str(error))
+    workers, address = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if workers is not None and address is not None:
+        return _fail(args, "--workers starts a cluster, --scheduler joins one: not both")
     start = time.perf_counter()
     try:
-        paths = reproduce(args.experiment, options, fresh=args.fresh)
+        with _cluster(workers, address):
+            paths = reproduce(args.experiment, options, fresh=args.fresh)
+    except _NoDask as error:
+        return _fail(args, str(error))
     except FolderError as error:
         return _fail(args, str(error))
     except OSError as error:
@@ -338,6 +361,42 @@ def _reproduce(args: argparse.Namespace) -> int:
             args, f"cannot write {error.filename or getattr(options, 'out', '')}: {error.strerror}"
         )
     return _wrote(start, paths)
+
+
+class _NoDask(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _cluster(workers: int | None, address: str | None):
+    """A Dask cluster's executor for the sweeps of this block (see `flowdip.use_executor`):
+    a local one of `workers` processes, or the one whose scheduler is at `address`."""
+    if workers is None and address is None:
+        yield
+        return
+    try:
+        from dask import distributed
+    except ImportError:
+        raise _NoDask(
+            f"{'--workers' if address is None else '--scheduler'} runs sweeps on Dask, which is "
+            "not installed: pip install 'flowdip[cluster]'"
+        ) from None
+    from . import use_executor
+
+    with contextlib.ExitStack() as stack:
+        if address is None:
+            # One thread per worker: a chunk already uses every core XLA gives it.
+            cluster = stack.enter_context(
+                distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+            )
+            address = cluster.scheduler_address
+        client = stack.enter_context(distributed.Client(address))
+        count = len(client.scheduler_info()["workers"])
+        print(f"Dask cluster at {address}: {count} worker{'s' * (count != 1)}", flush=True)
+        stack.enter_context(use_executor(client.get_executor()))
+        yield
 
 
 def _plot(folder: pathlib.Path) -> int:

@@ -1,4 +1,5 @@
-"""Test configuration: float64, strict promotion, 4 simulated CPU devices.
+"""Test configuration: float64, strict promotion, one CPU device (several-device runs are
+tested in subprocesses).
 
 The jaxtyping runtime checker is switched on for the whole package through pytest's
 `--jaxtyping-packages=flowdip,beartype.beartype` (pyproject.toml), so every annotated function
@@ -16,4 +17,3 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
-jax.config.update("jax_num_cpu_devices", 4)

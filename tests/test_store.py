@@ -257,7 +257,7 @@ def test_revision_only_of_an_editable_install_of_flowdip_itself(tmp_path, monkey
 _CHILD = """
 import sys, time, jax
 for k, v in (("jax_enable_x64", True), ("jax_numpy_rank_promotion", "raise"),
-             ("jax_numpy_dtype_promotion", "strict"), ("jax_num_cpu_devices", 4)):
+             ("jax_numpy_dtype_promotion", "strict")):
     jax.config.update(k, v)
 import flowdip as fd
 from flowdip._sweep import engine

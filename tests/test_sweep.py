@@ -1,4 +1,4 @@
-"""sweep(): batched, padded, sharded, resumable runs against single runs."""
+"""sweep(): batched, padded, resumable runs against single runs."""
 
 import jax
 import jax.numpy as jnp
@@ -100,13 +100,6 @@ def test_sweep_cell_equals_solve_on_the_same_keys(reference):
         assert np.isclose(cell.sigma0, obj.generator.sigma_min_jacobian(), rtol=1e-10)
         err = jnp.linalg.norm(traj.final_signal - obj.problem.x_true)
         assert np.isclose(cell.recovery_error, err, rtol=1e-12)
-
-
-def test_four_devices_equal_one(reference, monkeypatch):
-    # tests/conftest.py simulates four CPU devices: the batch is padded to a multiple of 4.
-    assert len(jax.devices()) == 4
-    monkeypatch.setattr(engine.jax, "devices", lambda: jax.local_devices()[:1])
-    _same(reference, _sweep())
 
 
 def test_compacted_descent_equals_one_vmapped_solve(monkeypatch):

@@ -1,6 +1,6 @@
-"""Executing one chunk of a sweep: every run of the chunk as one compiled, vmapped program
-(sliced over the devices of an accelerator), or, on one device, in segments between which the
-stopped runs leave the batch (compaction)."""
+"""Executing one chunk of a sweep on one device: every run of the chunk as one compiled,
+vmapped program, or in segments between which the stopped runs leave the batch (compaction).
+(Chunks run side by side on several devices or processes: see `executor`.)"""
 
 import equinox as eqx
 import jax
@@ -60,28 +60,14 @@ def _sigma0(net: TwoLayerDIP, n_true):
 
 
 @eqx.filter_jit
-def _run_chunk(
-    instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, sizes, mesh, diagnostics
-):
+def _run_chunk(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, sizes, diagnostics):
     run = _cell_run(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, diagnostics)
-
-    def local(keys, sizes):
-        return jax.vmap(run)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
-
-    if mesh is None:
-        return local(keys, sizes)
-    # Each device runs its own slice with its own loop: no collective inside the loops, so a
-    # device never waits on another (a sharded vmapped while_loop would all-reduce its
-    # predicate every step, and that can deadlock when devices outnumber cores).
-    spec = jax.sharding.PartitionSpec("runs")
-    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False)(
-        keys, sizes
-    )
+    return jax.vmap(run)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
 
 
 # -- compaction --------------------------------------------------------------------------------
 # A vmapped loop steps every lane until the last one stops, so a chunk of 50 runs where one
-# needs 25 000 steps and the rest 500 costs 50 × 25 000 steps. On one device, chunks therefore
+# needs 25 000 steps and the rest 500 costs 50 × 25 000 steps. Chunks therefore
 # run in segments: between segments the runs still going are gathered into a batch a factor
 # `_COMPACT_RATIO` smaller (one compiled program per batch size), and the stopped ones are
 # read out. A descent's segment is a number of its steps, a flow's a number of solver steps
@@ -219,17 +205,6 @@ def run_cell(
     return fn(key, jnp.asarray(n), jnp.asarray(m), jnp.asarray(k))
 
 
-def _mesh():
-    devices = jax.devices()
-    # Simulated CPU devices share the same cores, so sharding gains nothing there, and
-    # XLA:CPU multi-device programs were seen to hang intermittently on this 2-core machine
-    # (with shard_map and with a sharded vmap alike). On CPU the padded batch runs on one
-    # device; accelerators get one slice per device.
-    if len(devices) == 1 or devices[0].platform == "cpu":
-        return None
-    return jax.sharding.Mesh(np.asarray(devices), ("runs",))
-
-
 def execute(
     chunk: Chunk,
     grid: Grid,
@@ -241,22 +216,16 @@ def execute(
     diagnostics: bool = False,
     compact: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Runs every run of one chunk of a sweep (see [`flowdip.sweep`][] for the arguments;
-    `horizon` as from `horizon_of`).
+    """Runs every run of one chunk of a sweep on JAX's default device (see
+    [`flowdip.sweep`][] for the arguments; `horizon` as from `horizon_of`).
 
     **Returns:** a dict of per-run numpy arrays in the order of `chunk.runs`: the variables of
     `variables(diagnostics)` and `n`, `m`, `k`, `seed` (what the chunk's file holds).
     """
-    mesh = _mesh()
-    if compact and mesh is None and can_segment(dynamics):
+    if compact and can_segment(dynamics):
         return _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, diagnostics)
-    ndev = len(jax.devices())
     runs = list(chunk.runs)
-    padded = runs + [runs[-1]] * ((-len(runs)) % ndev)  # repeats of a real run, dropped below
-    keys, sizes = _inputs(padded, seed)
-    if mesh is not None:
-        spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-        keys, sizes = jax.device_put(keys, spec), jax.device_put(sizes, spec)
+    keys, sizes = _inputs(runs, seed)
     pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
-    out = _run_chunk(instance, dynamics, horizon, stop, *pads, keys, sizes, mesh, diagnostics)
-    return _with_ids({name: np.asarray(v)[: len(runs)] for name, v in out.items()}, runs)
+    out = _run_chunk(instance, dynamics, horizon, stop, *pads, keys, sizes, diagnostics)
+    return _with_ids({name: np.asarray(v) for name, v in out.items()}, runs)

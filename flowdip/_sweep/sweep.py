@@ -1,6 +1,8 @@
 """Batched experiments: every (n, m, k, seed) cell of a grid as one compiled program per
-shape bucket, vmapped, masked, chunked, sharded over devices, streamed to disk, resumable."""
+shape bucket, vmapped, masked, chunked, run here, on each device or on any executor, streamed
+to disk, resumable."""
 
+import concurrent.futures as cf
 import os
 import pathlib
 import warnings
@@ -10,7 +12,7 @@ import numpy as np
 from .._dynamics import AbstractDynamics, LossBelow
 from .._solve import horizon_of
 from .._typing import check_int
-from . import engine, folder as folder_, record, store
+from . import executor as executor_, folder as folder_, record, store
 from .plan import check_plan, plan_chunks
 from .protocol import Grid, Instance
 
@@ -33,18 +35,20 @@ def sweep(
     diagnostics: bool = False,
     reachability: bool = False,
     compact: bool = True,
+    executor: cf.Executor | None = None,
+    retries: int = 2,
 ):
     """Runs every cell of `grid` and returns an `xarray.Dataset` with dims `(n, m, k, seed)`.
 
     Runs whose `n`, `m` and `k` lie within a factor `bucket_ratio` share one compiled program
     (a bucket): sizes `n`, `m` and `k` are padded to the bucket's largest, with
     masks that make a padded run compute exactly the unpadded one (the `1/√k` uses the true
-    `k`); sizes, widths and seeds are flattened on one batch axis, split over the devices of
-    an accelerator (one slice and one loop per device; on CPU the batch runs on one device),
-    and every run stops on its own (a chunk ends when all its runs have).
-    Per-run data is drawn from keys inside the compiled program.
+    `k`); sizes, widths and seeds are flattened on one batch axis, and every run stops on its
+    own. Per-run data is drawn from keys inside the compiled program. Each chunk is one
+    single-device program: chunks run one after another here, side by side on the devices of
+    a process that has several (one thread per device), or as tasks of an `executor`.
 
-    On one device, sweeps run each chunk in segments (about `num_steps/32` steps of a
+    Sweeps run each chunk in segments (about `num_steps/32` steps of a
     descent, `max_steps/32` solver steps of a flow) and, between segments, move the runs still
     going into a batch 4 times smaller once they fit (one more compiled program per batch
     size), so that a straggler no longer makes the whole chunk step to the cap (`compact`).
@@ -66,6 +70,16 @@ def sweep(
       different grids (padded alike, with chunks of one length) share one compiled program.
     - `shard`: `(i, N)`: run only chunks `c` with `c % N == i` (a job array); join the
       outputs with [`flowdip.merge_sweeps`][].
+    - `executor`: a `concurrent.futures.Executor` to run the chunks on, e.g. a Dask
+      cluster's `Client(...).get_executor()` (see "GPUs and clusters" in the docs) or a
+      process pool. Each chunk is a picklable task that writes its own file to `out` (which
+      its workers must see: a shared file system) and returns its outputs; progress follows
+      completions. Default: the one of [`flowdip.use_executor`][] if any, else one thread per
+      device ([`flowdip.DeviceExecutor`][]) when this process has several, else none.
+      Results are bit for bit the same wherever the chunks run.
+    - `retries`: how many times a failed chunk is submitted again (a Dask cluster also
+      reschedules the chunks of a worker that died, by itself) before the sweep raises
+      [`flowdip.SweepTaskError`][].
     - `progress`: show a progress bar.
     - `diagnostics`: also record, per run, `sharpness0` (`λ_max(∇²F(θ₀))`, 20 Lanczos steps
       on Hessian-vector products) and `loss_rose` (whether a descent's loss rose at some step;
@@ -106,6 +120,7 @@ def sweep(
         raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}.")
     if not bucket_ratio >= 1:
         raise ValueError(f"bucket_ratio must be >= 1; got {bucket_ratio}.")
+    check_int("retries", retries, 0)
     flags = dict(compact=compact, diagnostics=diagnostics, reachability=reachability)
     for name, flag in (flags | dict(progress=progress)).items():
         if not isinstance(flag, bool):
@@ -128,24 +143,36 @@ def sweep(
         compact=compact,
     )
 
-    def run(c, config):
-        diag = diagnostics or reachability
-        res = engine.execute(c, grid, instance, dynamics, horizon, stop, seed, diag, compact)
-        if store.diagnostics_version(config) >= 2:
-            res.update(record.reach_outputs(c, grid.d, instance, seed))
-        return res
+    spec = dict(
+        grid=grid,
+        instance=instance,
+        dynamics=dynamics,
+        horizon=horizon,
+        stop=stop,
+        seed=seed,
+        diagnostics=diagnostics,
+        reachability=reachability,
+        compact=compact,
+    )
+    pool, own = executor_.resolve(executor)
 
     chunks = plan_chunks(grid, chunk_size=chunk_size, bucket_ratio=bucket_ratio, pad_to=pad_to)
     mine = [c for c in chunks if c.index % count == i]
-    if out is None:
-        return _run(grid, chunks, mine, config, None, progress, run)
-    folder = pathlib.Path(out)
-    with folder_.locked(folder):
-        config = _resumable_config(folder, config)
-        opened = folder_.open_folder(folder, config, store.digest(config), store.provenance())
-        ds = _run(grid, chunks, mine, config, opened, progress, run)
-        store.save_dataset(ds, folder / "results.nc")
-    return ds
+    try:
+        if out is None:
+            spec["config"] = config
+            return _run(grid, chunks, mine, spec, None, progress, pool, retries)
+        folder = pathlib.Path(out)
+        with folder_.locked(folder):
+            config = _resumable_config(folder, config)
+            opened = folder_.open_folder(folder, config, store.digest(config), store.provenance())
+            spec["config"] = config
+            ds = _run(grid, chunks, mine, spec, opened, progress, pool, retries)
+            store.save_dataset(ds, folder / "results.nc")
+        return ds
+    finally:
+        if own:
+            pool.shutdown(cancel_futures=True)
 
 
 def _resumable_config(folder: pathlib.Path, config: dict) -> dict:
@@ -166,21 +193,27 @@ def _resumable_config(folder: pathlib.Path, config: dict) -> dict:
     return older
 
 
-def _run(grid, chunks, mine, config, folder, progress, run):
-    """Runs the chunks of `mine` not finished in `folder` (if any), writing each there as
-    it finishes, and assembles the dataset."""
+def _run(grid, chunks, mine, spec, folder, progress, executor, retries):
+    """Runs the chunks of `mine` not finished in `folder` (if any), each writing its file
+    there as it finishes, and assembles the dataset."""
     results = {} if folder is None else folder.read(mine)
     todo = [c for c in mine if c.index not in results]
     bar = _progress(sum(len(c.runs) for c in mine), len(mine), progress)
     bar.update(sum(len(c.runs) for c in mine if c.index in results), len(mine) - len(todo))
-    for c in todo:
-        res = run(c, config)
+    path, digest = (None, "") if folder is None else (folder.path, folder.digest)
+    tasks = [executor_.ChunkTask(c, spec, path, digest) for c in todo]
+
+    def done(chunk, outputs, sha):
         if folder is not None:
-            folder.write(c, res)
-        results[c.index] = res
-        bar.update(len(c.runs), 1)
-    bar.close()
-    return store.assemble(grid, chunks, results, config)
+            folder.record(chunk, sha)
+        results[chunk.index] = outputs
+        bar.update(len(chunk.runs), 1)
+
+    try:
+        executor_.run_tasks(tasks, executor, done, retries)
+    finally:
+        bar.close()
+    return store.assemble(grid, chunks, results, spec["config"])
 
 
 class _progress:

@@ -36,11 +36,14 @@ class Experiment:
     - `module`: the module under `flowdip.experiments` that runs it.
     - `summary`: one line saying what it does (`flowdip list`).
     - `options`: the name of its options class in that module.
+    - `sweeps`: whether it runs sweeps (which the command line's `--workers` and `--scheduler`
+      hand to a Dask cluster).
     """
 
     module: str
     summary: str
     options: str = "Options"
+    sweeps: bool = False
 
     def load(self) -> ModuleType:
         """The experiment's module (imported on first use: it imports JAX)."""
@@ -62,11 +65,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         "ssvm",
         "P1 (SSVM 2023) Figure 1: success frequency over width k and signal size n, m = 10",
         "Fig1Options",
+        sweeps=True,
     ),
     "ssvm-fig2": Experiment(
         "ssvm",
         "P1 (SSVM 2023) Figure 2: success frequency over width k and measurements m, n = 40",
         "Fig2Options",
+        sweeps=True,
     ),
     "flow-vs-descent": Experiment(
         "flow_vs_descent",
@@ -77,11 +82,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         "overparam",
         "P3-style check: empirical width of GD convergence against the certified thresholds, "
         "over n and over m",
+        sweeps=True,
     ),
     "flow-vs-descent-phase": Experiment(
         "flow_vs_descent_phase",
         "the P1 grids run by the gradient flow and by gradient descent on the same keys: both "
         "phase diagrams, where they disagree, sharpness at initialisation",
+        sweeps=True,
     ),
     "images": Experiment(
         "images",
