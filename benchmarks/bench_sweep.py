@@ -7,13 +7,22 @@
 Every run does the same number of steps (no stop rule), so run-steps = runs × steps. Peak
 memory (max RSS) is printed at the end. Target: batched ≥ 100× the per-run loop.
 
-A second part runs P1's protocol (A ~ N(0,1), step 1, stop at loss < 1e-7) on cells whose runs
+A second part measures a sweep's cost beyond its steps: on n = 100, m = 10, d = 500,
+k = 200, 50 runs, no stop rule, the compiled sweep (compacted and `compact=False`) against a
+plain `jax.vmap` of a `lax.fori_loop` over the same descent step, at 2 000 and 20 000 steps,
+repeated alternately and timed by the minimum. Targets: compacted ≤ 1.2× the plain loop at
+2 000 steps and ≤ 1.0× at 20 000 (within the repeats' spread), and compaction ≤ 1.1× the time
+of `compact=False` where no run stops early. It also times what a sweep records that the plain
+loop does not (σ_min of the Jacobian at initialisation, per run).
+
+A third part runs P1's protocol (A ~ N(0,1), step 1, stop at loss < 1e-7) on cells whose runs
 stop at very different steps, one chunk per cell, twice: with the sweep's compaction (stopped
 runs leave the batch between segments) and as one vmapped solve per chunk (every lane steps
 until the slowest run stops). It prints the useful run-steps (the sum of each run's steps)
 per second of both and their ratio.
 
     python benchmarks/bench_sweep.py [--steps 2000 --seeds 32] [--stop-cap 25000]
+        [--repeats 5] [--parts batched,overhead,stopping]
 """
 
 import argparse
@@ -39,7 +48,22 @@ def main() -> None:
     parser.add_argument("--loop-runs", type=int, default=16)
     parser.add_argument("--stop-cap", type=int, default=25000, help="step cap of part two")
     parser.add_argument("--stop-k", type=int, nargs="+", default=[848, 2635])
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of part two")
+    parser.add_argument("--parts", default="batched,overhead,stopping")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if "batched" in parts:
+        batched_vs_loop(args)
+    if "overhead" in parts:
+        overhead(args)
+    if "stopping" in parts:
+        stopping(args)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"  peak memory (max RSS)  = {peak:7.2f} GB   (target < 4)")
+
+
+def batched_vs_loop(args) -> None:
+    """Part one: the batched sweep against W-space autodiff and a per-run loop."""
 
     grid = fd.Grid(n=[20, 40], m=[10], k=[100, 200], seeds=args.seeds, d=10)
     instance = fd.Instance(scaling="1/m")
@@ -104,13 +128,78 @@ def main() -> None:
         print(f"  {name:<26} {rate:>14,.0f} run-steps/s")
     print(f"  batched / per-run loop = {rates[0] / rates[2]:7.1f}   (target >= 100)")
     print(f"  batched / generic      = {rates[0] / rates[1]:7.1f}")
-    stopping(args)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"  peak memory (max RSS)  = {peak:7.2f} GB   (target < 4)")
+
+
+def overhead(args) -> None:
+    """Part two: a compiled sweep against a plain vmapped loop of the same step."""
+    n, m, k, d, seeds = 100, 10, 200, 500, 50
+    grid = fd.Grid(n=[n], m=[m], k=[k], seeds=seeds, d=d)
+    instance = fd.Instance(scaling="1/m")
+    dyn = fd.GradientDescent(0.5)
+    keys = jnp.stack([fd.run_key(0, n, m, s) for s in range(seeds)])
+
+    @eqx.filter_jit
+    def plain(keys, steps):
+        def one(key):
+            obj = instance.objective(key, n=n, m=m, k=k, d=d)
+            z = jax.lax.fori_loop(0, steps, lambda i, z: dyn.step(obj, z)[1], obj.initial_state())
+            return obj.value(z)
+
+        return jax.vmap(one)(keys)
+
+    @eqx.filter_jit
+    def sigma0(keys):
+        def one(key):
+            return instance.objective(key, n=n, m=m, k=k, d=d).generator.sigma_min_jacobian()
+
+        return jax.vmap(one)(keys)
+
+    print(
+        f"fixed cost: n = {n}, m = {m}, k = {k}, d = {d}, {seeds} runs, float64, no stop rule; "
+        f"minimum of {args.repeats} alternated repeats"
+    )
+    for steps in (2000, 20000):
+        calls = {
+            "plain vmapped fori_loop": lambda: jax.block_until_ready(plain(keys, steps)),
+            "sweep, compacted": lambda: fd.sweep(
+                grid, dynamics=dyn, num_steps=steps, instance=instance, progress=False
+            ),
+            "sweep, compact=False": lambda: fd.sweep(
+                grid,
+                dynamics=dyn,
+                num_steps=steps,
+                instance=instance,
+                progress=False,
+                compact=False,
+            ),  # fmt: skip
+            "σ_min at init alone": lambda: jax.block_until_ready(sigma0(keys)),
+        }
+        times = {name: [] for name in calls}
+        for name, call in calls.items():
+            call()  # compile
+        for _ in range(args.repeats):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - start)
+        best = {name: min(t) for name, t in times.items()}
+        base = best["plain vmapped fori_loop"]
+        print(f"  {steps} steps:")
+        for name, t in best.items():
+            spread = max(times[name]) / t
+            print(
+                f"    {name:<26} {t / (seeds * steps) * 1e6:7.2f} µs per run-step   "
+                f"{t / base:5.2f}× the plain loop   (slowest repeat {spread:.2f}× the fastest)"
+            )
+        target = 1.2 if steps == 2000 else 1.0
+        ratio = best["sweep, compacted"] / base
+        print(f"    compacted / plain loop     = {ratio:5.2f}   (target <= {target})")
+        ratio = best["sweep, compacted"] / best["sweep, compact=False"]
+        print(f"    compacted / compact=False  = {ratio:5.2f}   (target <= 1.1)")
 
 
 def stopping(args) -> None:
-    """Part two: compaction against one vmapped solve per chunk, on P1's protocol."""
+    """Part three: compaction against one vmapped solve per chunk, on P1's protocol."""
     grid = fd.Grid(n=[10], m=[10], k=args.stop_k, seeds=50, d=10)
     kwargs = dict(
         dynamics=fd.GradientDescent(1.0),
@@ -141,7 +230,8 @@ def stopping(args) -> None:
             f"  {name:<28} {useful / second:>12,.0f} useful run-steps/s  "
             f"({second:.1f} s; first call {first:.1f} s)"
         )
-    print(f"  compacted / one solve  = {times[False][1] / times[True][1]:7.1f}")
+    ratio = times[False][1] / times[True][1]
+    print(f"  one solve / compacted  = {ratio:7.2f}   (target >= 1.5)")
 
 
 if __name__ == "__main__":

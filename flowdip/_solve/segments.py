@@ -58,13 +58,16 @@ def horizon_array(dynamics: AbstractDynamics, horizon: int | float) -> Array:
     return jnp.asarray(horizon, jnp.result_type(float))
 
 
-def segment_length(dynamics: AbstractDynamics, horizon: int | float, segments: int) -> Array | int:
+def segment_length(
+    dynamics: AbstractDynamics, horizon: int | float, segments: int, *, min_steps: int = 1
+) -> Array | int:
     """The steps of one segment when a run is cut in about `segments` of them: of the horizon
-    for a discrete dynamics (an array: it does not recompile), of the step budget
-    `max_steps` for a flow (an int: it bounds a compiled loop)."""
+    for a discrete dynamics (an array: it does not recompile; at least `min_steps`), of the
+    step budget `max_steps` for a flow (an int: it bounds a compiled loop)."""
     _check(dynamics)
     if isinstance(dynamics, AbstractDiscreteDynamics):
-        return jnp.asarray(max(1, -(-(horizon + 1) // segments)), jnp.int32)
+        length = max(1, min_steps, -(-(horizon + 1) // segments))
+        return jnp.asarray(length, jnp.int32)
     return max(1, -(-dynamics.max_steps // segments))
 
 

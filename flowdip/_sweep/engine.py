@@ -2,6 +2,8 @@
 vmapped program, or in segments between which the stopped runs leave the batch (compaction).
 (Chunks run side by side on several devices or processes: see `executor`.)"""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,6 @@ from .._solve import (
     run_outcome,
     run_segment,
     segment_length,
-    Segmented,
     solve_to,
     start_run,
 )
@@ -76,11 +77,17 @@ def _run_chunk(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, 
 # sizes.
 _COMPACT_RATIO = 4
 _SEGMENTS = 32  # host round trips per run at most (each costs a dispatch and a sync)
+#: Descent steps per segment at least: a round trip costs about a millisecond, as much as tens
+#: of steps of a small batch.
+_MIN_DESCENT_SEGMENT = 256
 
 
 class _Lanes(eqx.Module):
+    """What a lane holds that its steps do not change (kept apart from its `Segmented` run,
+    so that a segment's program neither takes nor returns it: returning it would copy every
+    lane's problem and weights once per segment)."""
+
     objective: Objective
-    run: Segmented
     sigma0: jax.Array
     sharpness0: jax.Array | None
 
@@ -94,17 +101,17 @@ def _start_lanes(instance, dynamics, horizon, n_pad, m_pad, k_pad, d, keys, size
         run = start_run(obj, dynamics, horizon)
         sharp = sharpness(obj, obj.initial_state()).value if diagnostics else None
         sigma0 = _sigma0(obj.generator, n_true)
-        return _Lanes(obj, run, sigma0, sharp)
+        return _Lanes(obj, sigma0, sharp), run
 
     return eqx.filter_vmap(one)(keys, sizes[:, 0], sizes[:, 1], sizes[:, 2])
 
 
-def _lane_outputs(lane, dynamics, stop, horizon) -> dict:
-    out = run_outcome(lane.objective, dynamics, lane.run, horizon=horizon, stop=stop)
+def _lane_outputs(lane, run, dynamics, stop, horizon) -> dict:
+    out = run_outcome(lane.objective, dynamics, run, horizon=horizon, stop=stop)
     x = lane.objective.signal(out.parameters)
     return run_record(
         final_loss=out.final_loss,
-        initial_loss=lane.run.initial_loss,
+        initial_loss=run.initial_loss,
         result=out.result,
         num_steps=out.num_steps,
         stop_time=out.stop_time,
@@ -116,15 +123,27 @@ def _lane_outputs(lane, dynamics, stop, horizon) -> dict:
 
 
 @eqx.filter_jit
-def _advance_lanes(lanes, dynamics, stop, horizon, segment):
-    # Also returns every lane's outputs as they stand (an O(nk) read-out against a segment's
-    # O(segment·mk) steps), so that no second program per batch size is compiled to read out.
-    def one(lane):
-        run = run_segment(lane.objective, dynamics, lane.run, segment, horizon=horizon, stop=stop)
-        lane = eqx.tree_at(lambda x: x.run, lane, run)
-        return lane, _lane_outputs(lane, dynamics, stop, horizon)
+def _advance_lanes(lanes, runs, read, dynamics, stop, horizon, segment):
+    # Also returns every lane's outputs as they stand, so that no second program per batch
+    # size is compiled to read out; but only when a lane not yet `read` has stopped (the
+    # branch is outside the vmap, so it is taken, not masked): computed every segment, the
+    # read-out cost a quarter of the segments' time on small cells.
+    def one(lane, run):
+        return run_segment(lane.objective, dynamics, run, segment, horizon=horizon, stop=stop)
 
-    return eqx.filter_vmap(one)(lanes)
+    runs = eqx.filter_vmap(one)(lanes, runs)
+    outputs = functools.partial(
+        eqx.filter_vmap(_lane_outputs, in_axes=(0, 0, None, None, None)),
+        lanes,
+        runs,
+        dynamics,
+        stop,
+        horizon,
+    )
+    shapes = jax.eval_shape(outputs)
+    blank = lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
+    fresh = jnp.any(runs.carry.done & ~read)
+    return runs, jax.lax.cond(fresh, outputs, blank)
 
 
 @eqx.filter_jit
@@ -150,23 +169,23 @@ def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, dia
     keys, sizes = _inputs(runs, seed)
     pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
     horizon_ = horizon_array(dynamics, horizon)
-    lanes = _start_lanes(instance, dynamics, horizon_, *pads, keys, sizes, diagnostics)
-    segment = segment_length(dynamics, horizon, _SEGMENTS)
+    lanes, runs_ = _start_lanes(instance, dynamics, horizon_, *pads, keys, sizes, diagnostics)
+    segment = segment_length(dynamics, horizon, _SEGMENTS, min_steps=_MIN_DESCENT_SEGMENT)
     owner = np.arange(len(runs))  # the run each lane holds
     rows: dict[int, dict] = {}
 
-    def read_out(outputs, owner, done):
-        fresh = [j for j in np.flatnonzero(done) if int(owner[j]) not in rows]
-        if fresh:
+    while True:
+        read = np.asarray([int(r) in rows for r in owner])
+        runs_, outputs = _advance_lanes(
+            lanes, runs_, jnp.asarray(read), dynamics, stop, horizon_, segment
+        )
+        done = np.asarray(runs_.carry.done)
+        fresh = np.flatnonzero(done & ~read)
+        if len(fresh):
             values = {name: np.asarray(v) for name, v in outputs.items()}
             for j in fresh:
                 rows[int(owner[j])] = {name: v[j] for name, v in values.items()}
-
-    while True:
-        lanes, outputs = _advance_lanes(lanes, dynamics, stop, horizon_, segment)
-        done = np.asarray(lanes.run.carry.done)
         if done.all():
-            read_out(outputs, owner, done)
             break
         active = np.flatnonzero(~done)
         size = len(owner)
@@ -174,10 +193,9 @@ def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, dia
             size //= _COMPACT_RATIO
         if size < len(owner):
             size = max(size, len(active))
-            read_out(outputs, owner, done)
             # Fill up with a stopped lane: it takes no step, so it cannot hold the loop.
             idx = np.concatenate([active, np.full(size - len(active), np.flatnonzero(done)[0])])
-            lanes = _gather_lanes(lanes, jnp.asarray(idx))
+            lanes, runs_ = _gather_lanes((lanes, runs_), jnp.asarray(idx))
             owner = owner[idx]
     return _with_ids(
         {name: np.stack([rows[r][name] for r in range(len(runs))]) for name in rows[0]}, runs

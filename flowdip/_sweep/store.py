@@ -3,6 +3,7 @@
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -173,6 +174,7 @@ def _distribution():
     return md.distribution("flowdip")
 
 
+@functools.cache  # once per process: reading package metadata costs milliseconds per sweep
 def _versions() -> dict:
     import importlib.metadata as md
 
@@ -215,8 +217,11 @@ def _source_root() -> pathlib.Path | None:
 
 def _git_revision() -> str:
     root = _source_root()
-    if root is None:
-        return "unknown"
+    return "unknown" if root is None else _revision_at(root)
+
+
+@functools.cache  # once per process: the code a process runs is the code it imported
+def _revision_at(root: pathlib.Path) -> str:
     try:
         git = dict(cwd=root, capture_output=True, text=True, timeout=5)
         rev = subprocess.run(["git", "rev-parse", "HEAD"], check=True, **git).stdout.strip()
