@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= results/demo
 
-.PHONY: install demo test lint pytest docs bench clean
+.PHONY: install demo test lint pytest docs bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ docs: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_core.py
+
+# Every benchmark's figures and the P1 quick reproductions (cold and warm compilation cache),
+# within a budget of 300 s (`python benchmarks/bench_gpu.py --help`: another budget, a subset).
+bench-gpu: install
+	$(BIN)/python benchmarks/bench_gpu.py
 
 clean:
 	rm -rf $(VENV) site results .pytest_cache
