@@ -278,6 +278,10 @@ def entry() -> int:
     compilation cache in `cache_folder()`, so that a second run
     of a command does not compile its programs again. (`main` itself, which tests and
     scripts call, leaves JAX's configuration to the caller.)"""
+    # Before JAX loads LAPACK: its CPU eigensolvers run OpenBLAS, whose threads spin against
+    # XLA's and any other process for the cores; at n = 512 a batch of σ_min took 1.5–3.5
+    # times as long with them on a loaded 2-core machine, and 16 times at n = 100.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     folder = cache_folder()
     if folder is not None:
         import jax

@@ -10,6 +10,9 @@ import os
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# As the command line does: the test workers share the cores, and OpenBLAS's threads (JAX's
+# CPU eigensolvers) spin against them.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402
 

@@ -200,7 +200,8 @@ def _run(grid, chunks, mine, spec, folder, progress, executor, retries):
     todo = [c for c in mine if c.index not in results]
     bar = _progress(sum(len(c.runs) for c in mine), len(mine), progress)
     bar.update(sum(len(c.runs) for c in mine if c.index in results), len(mine) - len(todo))
-    path, digest = (None, "") if folder is None else (folder.path, folder.digest)
+    # Absolute: a worker on another machine (or in another folder) gets the path as it is.
+    path, digest = (None, "") if folder is None else (folder.path.resolve(), folder.digest)
     tasks = [executor_.ChunkTask(c, spec, path, digest) for c in todo]
 
     def done(chunk, outputs, sha):
