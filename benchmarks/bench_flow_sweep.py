@@ -7,7 +7,7 @@ after very different numbers of solver steps, one chunk per cell. Each way runs 
 call compiles; the calls after it alternate between the two ways (`--repeat` each) and the
 fastest of each is kept, which tames a busy machine. It prints the spread of solver steps and
 the wall of both ways. `--ratio` sets the factor by which a batch shrinks (the engine's
-`_COMPACT_RATIO`, 4), to see what another would gain.
+`_COMPACT_RATIO`, 2), to see what another would gain.
 
     python benchmarks/bench_flow_sweep.py [--n 10] [--k 1024] [--seeds 16] [--budget 4000]
 """

@@ -48,10 +48,10 @@ def sweep(
     single-device program: chunks run one after another here, side by side on the devices of
     a process that has several (one thread per device), or as tasks of an `executor`.
 
-    Sweeps run each chunk in segments (about `num_steps/32` steps of a
-    descent, `max_steps/32` solver steps of a flow) and, between segments, move the runs still
-    going into a batch 4 times smaller once they fit (one more compiled program per batch
-    size), so that a straggler no longer makes the whole chunk step to the cap (`compact`).
+    Sweeps run each chunk in segments (about `num_steps/32` steps of a descent, at least 256,
+    `max_steps/32` solver steps of a flow) and, between segments, move the runs still going
+    into a batch half as large once they fit (one more compiled program per batch size), so
+    that a straggler no longer makes the whole chunk step to the cap (`compact`).
 
     **Arguments:**
 
