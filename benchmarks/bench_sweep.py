@@ -13,7 +13,9 @@ plain `jax.vmap` of a `lax.fori_loop` over the same descent step, at 2 000 and 2
 repeated alternately and timed by the minimum. Targets: compacted ≤ 1.2× the plain loop at
 2 000 steps and ≤ 1.0× at 20 000 (within the repeats' spread), and compaction ≤ 1.1× the time
 of `compact=False` where no run stops early. It also times what a sweep records that the plain
-loop does not (σ_min of the Jacobian at initialisation, per run).
+loop does not (σ_min of the Jacobian at initialisation, per run, with the drawing of the
+problem that the loop does too), and the plain loop made a vmapped `while_loop` whose runs may
+each stop (what per-run stopping costs by itself).
 
 A third part runs P1's protocol (A ~ N(0,1), step 1, stop at loss < 1e-7) on cells whose runs
 stop at very different steps, one chunk per cell, twice: with the sweep's compaction (stopped
@@ -148,6 +150,26 @@ def overhead(args) -> None:
         return jax.vmap(one)(keys)
 
     @eqx.filter_jit
+    def plain_stopping(keys, steps):
+        # The same loop, but each run may stop on its own (as every sweep's runs do): a
+        # vmapped while_loop, which selects every run's state against its own flag each step.
+        def one(key):
+            obj = instance.objective(key, n=n, m=m, k=k, d=d)
+
+            def body(carry):
+                i, z, _ = carry
+                loss, z = dyn.step(obj, z)
+                return i + 1, z, loss < 1e-300
+
+            def cond(carry):
+                return (carry[0] < steps) & ~carry[2]
+
+            start = (jnp.asarray(0), obj.initial_state(), jnp.asarray(False))
+            return obj.value(jax.lax.while_loop(cond, body, start)[1])
+
+        return jax.vmap(one)(keys)
+
+    @eqx.filter_jit
     def sigma0(keys):
         def one(key):
             return instance.objective(key, n=n, m=m, k=k, d=d).generator.sigma_min_jacobian()
@@ -172,6 +194,7 @@ def overhead(args) -> None:
                 progress=False,
                 compact=False,
             ),  # fmt: skip
+            "plain, runs stop each": lambda: jax.block_until_ready(plain_stopping(keys, steps)),
             "σ_min at init alone": lambda: jax.block_until_ready(sigma0(keys)),
         }
         times = {name: [] for name in calls}
