@@ -104,7 +104,7 @@ def test_sweep_cell_equals_solve_on_the_same_keys(reference):
 
 def test_compacted_descent_equals_one_vmapped_solve(monkeypatch):
     # Descent chunks run in segments and drop their stopped runs into smaller batches; the
-    # numbers must be those of one vmapped solve per chunk (the path flows and devices take).
+    # numbers must be those of one vmapped solve per chunk (`compact=False`).
     # This grid's runs stop anywhere between 58 steps and the cap of 3000.
     grid = fd.Grid(n=[4, 8], m=[4], k=[32, 128], seeds=4, d=3)
     kwargs = dict(
