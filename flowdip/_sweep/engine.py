@@ -2,8 +2,6 @@
 vmapped program, or in segments between which the stopped runs leave the batch (compaction).
 (Chunks run side by side on several devices or processes: see `executor`.)"""
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -134,18 +132,20 @@ def _advance_lanes(lanes, runs, read, dynamics, stop, horizon, segment):
         return run_segment(lane.objective, dynamics, run, segment, horizon=horizon, stop=stop)
 
     runs = eqx.filter_vmap(one)(lanes, runs)
-    outputs = functools.partial(
-        eqx.filter_vmap(_lane_outputs, in_axes=(0, 0, None, None, None)),
-        lanes,
-        runs,
-        dynamics,
-        stop,
-        horizon,
-    )
-    shapes = jax.eval_shape(outputs)
-    blank = lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
+    # The read-out's arrays are operands of the branches, not values they close over: JAX
+    # before 0.6.1 raises `UnexpectedTracerError` on Equinox's enumeration comparisons of
+    # closed-over tracers inside `cond` and `eval_shape`.
+    arrays, static = eqx.partition((lanes, runs, dynamics, stop, horizon), eqx.is_array)
+
+    def outputs(arrays):
+        lanes, runs, dynamics, stop, horizon = eqx.combine(arrays, static)
+        read_out = eqx.filter_vmap(_lane_outputs, in_axes=(0, 0, None, None, None))
+        return read_out(lanes, runs, dynamics, stop, horizon)
+
+    shapes = jax.eval_shape(outputs, arrays)
+    blank = lambda _: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
     fresh = jnp.any(runs.carry.done & ~read)
-    return runs, jax.lax.cond(fresh, outputs, blank)
+    return runs, jax.lax.cond(fresh, outputs, blank, arrays)
 
 
 @eqx.filter_jit
