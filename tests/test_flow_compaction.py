@@ -149,12 +149,13 @@ def test_compacted_flow_sweep_equals_one_vmapped_solve(monkeypatch):
     codes = set(np.unique(compacted.result.values).astype(int))
     assert codes == {int(fd.RESULTS.converged._value), int(fd.RESULTS.max_steps_reached._value)}
     plain = fd.sweep(grid, compact=False, **kwargs)
-    # The runs take the same steps: codes, step counts, stop times and losses agree bit for
-    # bit; the recovery error is read out in batches of another size (round-off of `x`).
+    # The runs take the same steps: codes, step counts and stop times agree bit for bit; the
+    # recovery error is read out in batches of another size (round-off of `x`), and so is the
+    # final loss (bit for bit with JAX 0.10.2; to 1.5e-12 with the oldest JAX supported).
     for name in record.VARIABLES:
         a, b = compacted[name].values, plain[name].values
-        if name == "recovery_error":
-            assert np.allclose(a, b, rtol=1e-12, atol=0), name
+        if name in ("recovery_error", "final_loss"):
+            assert np.allclose(a, b, rtol=1e-11, atol=0), name
         else:
             assert np.array_equal(a, b), name
 
