@@ -143,7 +143,10 @@ def _advance_lanes(lanes, runs, read, dynamics, stop, horizon, segment):
         return read_out(lanes, runs, dynamics, stop, horizon)
 
     shapes = jax.eval_shape(outputs, arrays)
-    blank = lambda _: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
+
+    def blank(_):
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
     fresh = jnp.any(runs.carry.done & ~read)
     return runs, jax.lax.cond(fresh, outputs, blank, arrays)
 

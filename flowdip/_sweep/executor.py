@@ -106,16 +106,20 @@ _DEFAULT: contextvars.ContextVar[cf.Executor | None] = contextvars.ContextVar(
 )
 
 
+def _check(executor) -> None:
+    if executor is not None and not isinstance(executor, cf.Executor):
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor (e.g. a Dask client's "
+            f"get_executor()) or None; got executor={executor!r}."
+        )
+
+
 @contextlib.contextmanager
 def use_executor(executor: cf.Executor | None) -> Iterator[None]:
     """Within this block, sweeps called without an `executor` of their own submit their
     chunks to `executor` (how `flowdip reproduce --workers N` hands its Dask cluster to an
     experiment's sweeps). `None` restores the default."""
-    if executor is not None and not isinstance(executor, cf.Executor):
-        raise TypeError(
-            f"executor must be a concurrent.futures.Executor (e.g. a Dask client's "
-            f"get_executor()) or None; got {executor!r}."
-        )
+    _check(executor)
     token = _DEFAULT.set(executor)
     try:
         yield
@@ -128,11 +132,7 @@ def resolve(executor: cf.Executor | None) -> tuple[cf.Executor | None, bool]:
     one given, else the one of `use_executor`, else one thread per local device when this
     process has several, else none (chunks run here, one after another)."""
     if executor is not None:
-        if not isinstance(executor, cf.Executor):
-            raise TypeError(
-                f"executor must be a concurrent.futures.Executor (e.g. a Dask client's "
-                f"get_executor()) or None; got executor={executor!r}."
-            )
+        _check(executor)
         return executor, False
     if _DEFAULT.get() is not None:
         return _DEFAULT.get(), False
