@@ -258,9 +258,9 @@ def test_sweep_records_the_reachability_of_each_run(tmp_path):
     assert (ds.reach_margin < 0).any() and (ds.reach_loss_bound > 0).any()
     # Resumed from the folder: the same numbers; and the standalone function agrees.
     again = fd.sweep(GRID, reachability=True, out=tmp_path / "new", **SWEEP)
+    alone = fd.sweep_reachability(GRID, instance=INSTANCE, progress=False)
     for name in record.REACHABILITY:
         np.testing.assert_array_equal(again[name].values, ds[name].values)
-        alone = fd.sweep_reachability(GRID, instance=INSTANCE, progress=False)
         np.testing.assert_allclose(alone[name].values, ds[name].values, rtol=1e-12, atol=1e-14)
     assert not set(record.REACHABILITY) & set(record.variables(False) + record.variables(True))
 

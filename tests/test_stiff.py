@@ -10,6 +10,7 @@ from helpers import two_layer_objective
 
 import flowdip as fd
 from flowdip._dynamics.stiff import WoodburySolve
+from flowdip._sweep import engine
 
 
 @pytest.mark.parametrize(
@@ -95,12 +96,14 @@ def test_matrix_free_fallback_equals_the_structured_solve():
     np.testing.assert_allclose(runs[0].signal, runs[1].signal, rtol=1e-6, atol=1e-8)
 
 
-def test_stiff_flow_in_a_sweep_equals_solve():
-    grid = fd.Grid(n=[6, 12], m=[5], k=[16], seeds=2, d=4)
+def test_stiff_flow_in_a_sweep_equals_solve(monkeypatch):
+    # Four runs of one shape (one program for the single solves), compacted from 4 to 1.
+    monkeypatch.setattr(engine, "_COMPACT_RATIO", 4)
+    grid = fd.Grid(n=[6], m=[5], k=[16], seeds=4, d=4)
     flow = fd.GradientFlow.stiff(max_steps=3000)
     ds = fd.sweep(grid, dynamics=flow, t1=500.0, stop=fd.LossBelow(1e-7), progress=False)
-    for n in (6, 12):
-        for seed in range(2):
+    for n in grid.n:
+        for seed in range(grid.seeds):
             obj = fd.Instance().objective(fd.run_key(0, n, 5, seed), n=n, m=5, k=16, d=4)
             tr = fd.solve(obj, flow, t1=500.0, stop=fd.LossBelow(1e-7))
             run = ds.sel(n=n, m=5, k=16, seed=seed)

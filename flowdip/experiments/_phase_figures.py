@@ -150,7 +150,10 @@ def summary_text(results: dict, options, notes, scan, walls) -> str:
         lines += table("descent − flow", d2["difference"], ys, ks, y, "7.2f")
         lines += table("runs with different outcomes", d2["mismatch"], ys, ks, y, "7.2f")
         lines += table("median η·λ_max(θ₀)", d2["eta_lambda"], ys, ks, y, "7.3g")
-        lines += table("fraction of descents whose loss rose", d2["rose"], ys, ks, y, "7.2f")
+        # A reused descent sweep run without diagnostics has no loss-rise flags.
+        rose_known = not np.isnan(d2["rose"]).all()
+        if rose_known:
+            lines += table("fraction of descents whose loss rose", d2["rose"], ys, ks, y, "7.2f")
         lines += table("flow runs ended on the budget", d2["flow_budget"], ys, ks, y, "7.2f")
         el, mm = d2["eta_lambda"], d2["mismatch"]
         for label, region in (("η·λ_max < 2", el < 2), ("η·λ_max ≥ 2", el >= 2)):
@@ -158,8 +161,12 @@ def summary_text(results: dict, options, notes, scan, walls) -> str:
                 lines.append(
                     f"{label}: {int(region.sum())} cells; runs with different outcomes "
                     f"{100 * mm[region].mean():.1f}%; cells with |descent − flow| > 0.1: "
-                    f"{int((np.abs(d2['difference'][region]) > 0.1).sum())}; descent loss rose in "
-                    f"{100 * np.nanmean(d2['rose'][region]):.1f}% of runs"
+                    f"{int((np.abs(d2['difference'][region]) > 0.1).sum())}; "
+                    + (
+                        f"descent loss rose in {100 * np.nanmean(d2['rose'][region]):.1f}% of runs"
+                        if rose_known
+                        else "descent loss rises not recorded (descent sweep without diagnostics)"
+                    )
                 )
         lines.append(
             f"whole grid: runs with different outcomes {100 * mm.mean():.2f}%; flow runs ended on "
