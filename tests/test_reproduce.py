@@ -114,8 +114,7 @@ def test_transition_widths_are_the_first_cell_at_half():
 
 @pytest.mark.slow
 def test_reproduce_ssvm_fig1_quick_writes_dataset_and_figure(tmp_path):
-    # The command as a user runs it, in its own process: one CPU device (the 4 simulated
-    # devices of conftest.py make this sweep several times slower on a 2-core machine).
+    # The command as a user runs it, in its own process.
     out = tmp_path / "fig1"
     command = [sys.executable, "-m", "flowdip", "reproduce", "ssvm-fig1", "--quick"]
     env = {**os.environ, "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
