@@ -95,6 +95,38 @@ def test_jvp_matches_finite_differences_and_vjp_is_its_adjoint(net):
     assert float(jnp.vdot(jv, w)) == pytest.approx(float(jnp.vdot(v, jtw)), rel=1e-12)
 
 
+def _reference_image(net):
+    # The forward pass written with Equinox's own layers, channels first: its convolutions
+    # (lax.conv_general_dilated with its padding), its GroupNorm, the 1×1 head as a layer.
+    h = net.input
+    for i, conv in enumerate(net.convs):
+        if i > 0 and net.sizes[i] != net.sizes[i - 1]:
+            h = jax.image.resize(h, (h.shape[0], *net.sizes[i]), method=net.upsampling)
+        h = net.activation(conv(h))
+        if net.norms is not None:
+            h = net.norms[i](h)
+    out = net.head(h)
+    if net.output_activation is not None:
+        out = net.output_activation(out)
+    return out[0] if out.shape[0] == 1 else out
+
+
+@pytest.mark.parametrize(
+    "padding_mode, build",
+    [("REFLECT", "init"), ("CIRCULAR", "init"), ("ZEROS", "decoder"), ("REPLICATE", "decoder")],
+)
+def test_image_equals_equinox_layers(padding_mode, build):
+    # The network multiplies shifted copies by the kernel rather than calling the
+    # convolution; both give the same image, for every padding, resizing and normalisation.
+    if build == "init":
+        kwargs = dict(out_channels=2, output_activation=fd.Sigmoid(), upsampling="nearest")
+        net = _init(jr.key(5), padding_mode=padding_mode, **kwargs)
+    else:
+        net = _decoder(jr.key(6), padding_mode=padding_mode, normalise=True, upsampling="bilinear")
+    image = eqx.filter_jit(lambda g: g.image())(net)
+    np.testing.assert_allclose(image, _reference_image(net), rtol=1e-12, atol=1e-14)
+
+
 def test_vmap_over_seeds_equals_a_loop(net):
     keys = jnp.stack([jr.key(0), jr.key(3), jr.key(4)])
     images = eqx.filter_jit(eqx.filter_vmap(lambda k: _init(k)()))(keys)
