@@ -258,7 +258,11 @@ class ConvDIP(AbstractGenerator):
           `ε = 10⁻⁵`): deepinv's batch normalisation as it acts on one image in training
           mode, and its parameter count. Still smooth in `θ` (`ε > 0`), but the map is then
           invariant to the scale of each convolution's weights, which the theory's constants
-          do not account for; off by default.
+          do not account for; off by default. On the 64 × 64 camera image under compressed
+          sensing (`m = n/2`, 5% noise; `benchmarks/bench_images.py --adam`), Adam at
+          deepinv's `lr = 10⁻²` reaches 28.7 dB with it (deepinv: 28.1 dB) but 23.2 dB
+          without; without it a smaller rate does almost as well (27.3 dB at `lr = 2·10⁻³`
+          and at `3·10⁻³`, best over 3000 iterations).
         - `padding_mode`: padding of the 3×3 convolutions (`"ZEROS"`, deepinv's, by default).
         - `dtype`: floating dtype (default: JAX's default float).
         """
