@@ -165,7 +165,7 @@ class Options:
     @classmethod
     def quick(cls, **overrides) -> "Options":
         """32 × 32 images, a smaller net, 300 steps and a flow budget of 600 steps: under a
-        minute on a 2-core CPU (43–46 s), mostly compilation."""
+        minute on a 2-core CPU (51 s), mostly compilation."""
         base = dict(
             size=32,
             channels=8,
