@@ -46,11 +46,8 @@ def _convolve(conv: eqx.nn.Conv2d, h: Float[Array, "h w c"]) -> Float[Array, "h 
 
 
 def _normalise(norm: eqx.nn.GroupNorm, h: Float[Array, "h w c"]) -> Float[Array, "h w c"]:
-    # One group per channel: each channel standardised over the pixels, then scaled and shifted.
-    mean = jnp.mean(h, axis=(0, 1), keepdims=True)
-    var = jnp.var(h, axis=(0, 1), keepdims=True)
-    scale, shift = norm.weight.reshape(1, 1, -1), norm.bias.reshape(1, 1, -1)
-    return (h - mean) * jax.lax.rsqrt(var + norm.eps) * scale + shift
+    # Equinox's normalisation on the channels-first view of a channels-last image.
+    return jnp.moveaxis(norm(jnp.moveaxis(h, -1, 0)), 0, -1)
 
 
 class ConvDIP(AbstractGenerator):
