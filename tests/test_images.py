@@ -66,20 +66,21 @@ def test_tiny_run_writes_figures_table_and_metrics(tmp_path):
         channels=2,
         num_upsamples=1,
         steps=8,
+        adam_steps=8,
         num_saves=3,
         two_layer_k=16,
         out=tmp_path,
     )
     lines = []
     paths = images.run(options, log=lines.append)
-    for name in ("curves", "grid", "summary", "metrics"):
+    for name in ("curves", "grid", "spectra", "summary", "metrics"):
         assert paths[name].exists() and paths[name].stat().st_size > 200
     assert any("compressed sensing" in line for line in lines)
     assert any("Gaussian blur" in line for line in lines)
     data = np.load(paths["metrics"])
     truth = images.load_image("phantom", 8)
     for op in ("cs", "blur"):
-        for run in ("ConvDIP_GD", "ConvDIP_GF", "two-layer_GD"):
+        for run in ("ConvDIP_GD", "ConvDIP_GF", "ConvDIP_Adam", "two-layer_GD"):
             err = data[f"{op}/{run}/relative_error"]
             assert err.shape == (1, 3) and np.all(np.isfinite(err))
             psnr = data[f"{op}/{run}/psnr"]
@@ -90,4 +91,12 @@ def test_tiny_run_writes_figures_table_and_metrics(tmp_path):
         loss = data[f"{op}/ConvDIP_GD/loss"][0]
         assert loss[-1] <= loss[0]
     summary = paths["summary"].read_text()
-    assert "κ(A)" in summary and "ConvDIP GF" in summary
+    assert "κ(A)" in summary and "ConvDIP GF" in summary and "ConvDIP Adam" in summary
+    assert "oracle diagonal filter" in summary
+    # Saves at geometrically spaced steps 0, 1, …, steps (3 saves of 8 steps: 0, 1, 8), and
+    # Adam's at its own (as many steps in this test).
+    saved = np.load(paths["data"])
+    for run, step in (("ConvDIP_GD", "eta"), ("ConvDIP_Adam", None)):
+        ts = data[f"cs/{run}/ts"][0]
+        size = saved["results/cs/eta"] if step else options.adam_lr
+        np.testing.assert_allclose(ts / size, [0, 1, 8], rtol=1e-5)

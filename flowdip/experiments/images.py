@@ -22,21 +22,16 @@ import time
 from collections.abc import Callable, Sequence
 
 import diffrax as dfx
-import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
-import lineax as lx
 import numpy as np
-from jax.flatten_util import ravel_pytree
+import optax
 
-from .._analysis.sharpness import sharpness
-from .._dynamics import GradientDescent, GradientFlow
+from .._dynamics import GradientDescent, GradientFlow, OptaxBaseline
 from .._generator.activations import Sigmoid, Tanh
 from .._generator.convdip import ConvDIP
 from .._generator.networks import TwoLayerDIP
 from .._metrics import image_metrics
-from .._objective import Objective
 from .._problem.operators import (
     AbstractImagingOperator,
     Blur,
@@ -44,8 +39,6 @@ from .._problem.operators import (
     relative_noise_std,
 )
 from .._problem.problem import InverseProblem
-from .._solve import solve_descent, solve_flow
-from .._sweep import result_codes
 from ._folder import load_tree, read_options, save_tree
 from ._images_figures import (
     IMAGES as IMAGES,
@@ -53,6 +46,17 @@ from ._images_figures import (
     OPERATOR_NAMES,
     write,
 )
+from ._images_runs import (
+    batched_curvature,
+    batched_discrete,
+    batched_flow,
+    Clock,
+    observation_image,
+    result_names,
+    runtime_operator,
+    save_steps,
+)
+from ._images_spectra import spectrum
 
 
 #: The flow solvers `Options.flow_solver` accepts.
@@ -83,7 +87,8 @@ class Options:
     - `steps`: gradient-descent steps (`--max-steps`); the flow runs on the same interval
       `[0, steps·η]`.
     - `step_factor`: `η = step_factor/L̂`.
-    - `num_saves`: save times (the early-stopping point is the best of them).
+    - `num_saves`: save times of each run, geometrically spaced in steps (the
+      early-stopping point is the best of them).
     - `flow_solver`: the flow's Diffrax solver, from `FLOW_SOLVERS` (default `"ralston"`).
       The ConvDIP's flow sharpens as it goes (`λ_max(∇²F)` doubles within the first 100η of
       the 64 × 64 blur run, while descent stays at its edge of stability), so an explicit
@@ -95,6 +100,8 @@ class Options:
       `max_steps_reached` (its saves stop where it stopped, and the figures show how far it
       got). The sharpening flow does not reach `steps·η` within the default budgets: what
       bounds the run's time is this budget.
+    - `adam`, `adam_lr`, `adam_steps`: also train the same ConvDIP from the same start by
+      Adam ([`flowdip.OptaxBaseline`][] with `optax.adam`), the optimizer of practice.
     - `two_layer`: also train the papers' two-layer DIP on the flattened images.
     - `two_layer_k`: its width (default: `n`, the number of pixels).
     - `seed`: base seed (operators, noise, networks).
@@ -110,15 +117,18 @@ class Options:
     noise_levels: float | Sequence[float] = (0.05, 0.25)
     channels: int = 12
     num_upsamples: int = 4
-    steps: int = dataclasses.field(default=2000, metadata=dict(flag="max_steps"))
+    steps: int = dataclasses.field(default=20000, metadata=dict(flag="max_steps"))
     step_factor: float = 1.9
-    num_saves: int = 21
+    num_saves: int = 41
     flow_solver: str = dataclasses.field(
         default="ralston", metadata=dict(choices=tuple(FLOW_SOLVERS))
     )
     flow_rtol: float = 1e-2
     flow_atol: float = 1e-6
     flow_max_steps: int = 1200
+    adam: bool = True
+    adam_lr: float = 1e-2
+    adam_steps: int = 5000
     two_layer: bool = True
     two_layer_k: int | None = None
     seed: int = 0
@@ -131,7 +141,7 @@ class Options:
             value = getattr(self, name)
             value = (value,) if isinstance(value, str | int | float) else tuple(value)
             object.__setattr__(self, name, value)
-        for name in ("size", "channels", "steps", "num_saves", "flow_max_steps"):
+        for name in ("size", "channels", "steps", "num_saves", "flow_max_steps", "adam_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
@@ -149,7 +159,7 @@ class Options:
             raise ValueError(f"noise_levels must be numbers >= 0; got {self.noise_levels}.")
         if not 0 < self.cs_ratio <= 1:
             raise ValueError(f"cs_ratio must be in (0, 1]; got {self.cs_ratio}.")
-        for name in ("blur_sigma", "step_factor", "flow_rtol", "flow_atol"):
+        for name in ("blur_sigma", "step_factor", "flow_rtol", "flow_atol", "adam_lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0; got {name}={value}.")
@@ -173,6 +183,7 @@ class Options:
             steps=300,
             num_saves=16,
             flow_max_steps=600,
+            adam_steps=300,
             out=pathlib.Path("results/images-quick"),
         )
         return cls(**{**base, **overrides})
@@ -188,108 +199,33 @@ def make_operator(name: str, options: Options, key) -> AbstractImagingOperator:
     return Blur.gaussian(shape, options.blur_sigma, dtype=jnp.float32)
 
 
-#: Up to this many pixels the operators run as dense n × n matrices (see `_runtime_operator`).
-_DENSE_UP_TO = 32 * 32
-
-
-def _runtime_operator(operator: AbstractImagingOperator, ys):
-    """The operator and observations the compiled programs take.
-
-    Small images: both operators as dense `n × n` matrices, so that every compiled program
-    (Lanczos, descent, flow) is shared between them: the operator is a runtime
-    argument of one program rather than part of its structure, and compiling dominates at
-    that size. Compressed sensing (`m < n` rows) is padded with zero rows, and its observation
-    with zeros: they add nothing to `½‖A x − y‖²`, so the loss, gradients and Hessian are
-    exactly those of the `m × n` operator. Larger images: the operators themselves (an `n × n`
-    product at 64 × 64 costs more than the ConvDIP's step; the FFT blur costs almost nothing),
-    one set of programs per operator.
-    """
-    n = operator.num_pixels
-    if n > _DENSE_UP_TO:
-        return operator, ys
-    A = operator.as_matrix()
-    pad = jnp.zeros((n - A.shape[0], n), A.dtype)
-    ys = jnp.concatenate([ys, jnp.zeros((ys.shape[0], n - ys.shape[1]), ys.dtype)], 1)
-    return lx.MatrixLinearOperator(jnp.concatenate([A, pad])), ys
-
-
-def _objectives(operator, generator, xs, ys):
-    return eqx.filter_vmap(lambda x, y: Objective(InverseProblem(operator, x, y=y), generator))(
-        xs, ys
-    )
-
-
-@eqx.filter_jit
-def _batched_curvature(operator, generator, xs, ys, keys):
-    # The largest L̂ over the runs of one operator (one step size for all of them): λ_max of
-    # ∇²F(θ₀), which bounds the stable step size of descent (η < 2/λ_max), by Lanczos. Not by
-    # power iteration: the ConvDIP's Hessian at θ₀ has a negative eigenvalue almost as large
-    # as λ_max (−3661 against 3681 on the quick camera problem), so power iteration oscillates
-    # between the two and 30 of its steps returned 394, a step size nine times too large.
-    # `keys` draw the start vectors.
-    def top(objective, key):
-        theta0 = objective.initial_state()
-        flat = ravel_pytree(theta0)[0]
-        init = jr.normal(key, flat.shape, flat.dtype)
-        return sharpness(objective, theta0, num_iters=40, init=init).value
-
-    objectives = _objectives(operator, generator, xs, ys)
-    return jnp.max(eqx.filter_vmap(top)(objectives, keys))
-
-
-@eqx.filter_jit
-def _batched_descent(operator, generator, xs, ys, eta, save_steps, horizon, unroll=1):
-    # solve()'s descent path with a traced step size and save steps: one program for every
-    # operator and step size of the same shapes. No unrolling for the ConvDIP, whose step
-    # dwarfs the loop's own cost: unrolling would only multiply the compile time.
-    def one(objective):
-        return solve_descent(
-            objective,
-            GradientDescent(eta),
-            save_steps=save_steps,
-            horizon=horizon,
-            save_signal=True,
-            unroll=unroll,
-        )
-
-    return eqx.filter_vmap(one)(_objectives(operator, generator, xs, ys))
-
-
-@eqx.filter_jit
-def _batched_flow(operator, generator, xs, ys, flow, ts, t1):
-    def one(objective):
-        return solve_flow(objective, flow, ts=ts, t1=t1, save_signal=True)
-
-    return eqx.filter_vmap(one)(_objectives(operator, generator, xs, ys))
-
-
-def _first(tree):
-    return jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, tree)
-
-
-class _Clock:
-    def __init__(self, log):
-        self.log, self.start = log, time.perf_counter()
-
-    def done(self):
-        now = time.perf_counter()
-        self.log(f"        ({now - self.start:.1f} s)")
-        self.start = now
-
-
-def _result_names(result) -> list[str]:
-    names = {code: name for name, code in result_codes().items()}
-    return [names[int(c)] for c in np.atleast_1d(np.asarray(result._value))]
-
-
-def _observation_image(operator, y, size):
-    # What a reader would look at: the blurred image itself, or Aᵀy for compressed sensing.
-    if operator.num_measurements == size * size and not isinstance(operator, CompressedSensing):
-        return np.asarray(y).reshape(size, size)
-    return np.asarray(operator.adjoint(y))
-
-
 # -- the experiment -----------------------------------------------------------------------------
+def _problems(operator, truths, cases, key, j):
+    problems = []
+    for i, (img, lvl) in enumerate(cases):
+        x = jnp.asarray(truths[img].reshape(-1), jnp.float32)
+        std = relative_noise_std(operator, x, float(lvl))
+        problems.append(
+            InverseProblem(operator, x, noise_std=std, key=jr.fold_in(key, 100 * j + i))
+        )
+    return problems
+
+
+def _metrics(traj, truths, cases, t1, step_size) -> dict:
+    per = [
+        image_metrics(traj.signal[i], jnp.asarray(truths[img], jnp.float32))
+        for i, (img, _) in enumerate(cases)
+    ]
+    return {key_: np.stack([np.asarray(p[key_], np.float64) for p in per]) for key_ in per[0]} | {
+        "loss": np.asarray(traj.loss, np.float64),
+        "ts": np.asarray(traj.ts, np.float64),
+        "signal": np.asarray(traj.signal),
+        "result": result_names(traj.result),
+        "t1": t1,
+        "step_size": step_size,
+    }
+
+
 def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathlib.Path]:
     """Runs the image experiment and writes its figures, table and raw metrics.
 
@@ -299,9 +235,11 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     - `log`: where progress lines go.
 
     **Returns:** the paths written: `curves` (`images-curves.png`: relative error and PSNR
-    against time, the early-stopping point marked), `grid` (`images-grid.png`:
-    reconstructions at the best time and at the end), `summary` (`summary.txt`) and `metrics`
-    (`metrics.npz`), and `data` (`data.npz`, what the figures draw).
+    against steps, the early-stopping points marked), `grid` (`images-grid.png`:
+    reconstructions at the best time and at the end), `spectra` (`images-spectra.png`: the
+    operators' singular values and the images' coefficients against the noise), `summary`
+    (`summary.txt`) and `metrics` (`metrics.npz`), and `data` (`data.npz`, what the figures
+    draw).
     """
     log = log if options.progress else (lambda _: None)
     out = options.out
@@ -331,37 +269,30 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
     for j, op_name in enumerate(options.operators):
         start = time.perf_counter()
         operator = make_operator(op_name, options, jr.fold_in(k_ops, j))
-        sv = np.asarray(operator.singular_values(), dtype=np.float64)
-        problems = []
-        for i, (img, lvl) in enumerate(cases):
-            x = jnp.asarray(truths[img].reshape(-1), jnp.float32)
-            std = relative_noise_std(operator, x, float(lvl))
-            problems.append(
-                InverseProblem(operator, x, noise_std=std, key=jr.fold_in(k_noise, 100 * j + i))
-            )
+        problems = _problems(operator, truths, cases, k_noise, j)
         xs = jnp.stack([p.x_true for p in problems])
         ys = jnp.stack([p.y for p in problems])
         stds = np.asarray([p.noise_std for p in problems])
-        A_run, ys_run = _runtime_operator(operator, ys)
+        spectra = {img: spectrum(operator, truths[img]) for img in options.images}
+        sv = spectra[options.images[0]].sigma
+        A_run, ys_run = runtime_operator(operator, ys)
         keys = jr.split(k_pow, len(cases))
-        L = float(_batched_curvature(A_run, net, xs, ys_run, keys))
+        L = float(batched_curvature(A_run, net, xs, ys_run, keys))
         # η as the float32 the descent will use, so that the save times are exact steps.
         eta = float(np.float32(options.step_factor / L))
         t1 = options.steps * eta
-        save_steps = np.unique(np.round(np.linspace(0, options.steps, options.num_saves)))
-        save_steps = jnp.asarray(save_steps, jnp.int32)
+        steps = save_steps(options.steps, options.num_saves)
+        ts = steps * eta
         horizon = jnp.asarray(options.steps, jnp.int32)
-        ts = np.asarray(save_steps) * eta
         log(
             f"[{j + 1}/{total}] {OPERATOR_NAMES[op_name]}: ‖A‖ = {sv[0]:.3g}, "
             f"κ = {sv[0] / sv[-1]:.3g}; L̂ = {L:.3g}, η = {eta:.3g}"
         )
-        clock = _Clock(log)
+        clock = Clock(log)
         log(f"      ConvDIP, gradient descent ({options.steps} steps) ...")
-        gd = _batched_descent(
-            A_run, net, xs, ys_run, jnp.asarray(eta, jnp.float32), save_steps, horizon
-        )
-        jax.block_until_ready(gd.final_loss)
+        gd = GradientDescent(jnp.asarray(eta, jnp.float32))
+        runs = {"ConvDIP GD": batched_discrete(A_run, net, xs, ys_run, gd, steps, horizon)}
+        metrics = {"ConvDIP GD": _metrics(runs["ConvDIP GD"], truths, cases, t1, eta)}
         clock.done()
         log(
             f"      ConvDIP, gradient flow ({options.flow_solver}, rtol {options.flow_rtol:g}, "
@@ -373,52 +304,30 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
             atol=options.flow_atol,
             max_steps=options.flow_max_steps,
         )
-        gf = _batched_flow(
-            A_run,
-            net,
-            xs,
-            ys_run,
-            flow,
-            jnp.asarray(ts, jnp.float32),
-            jnp.asarray(t1, jnp.float32),
-        )
-        jax.block_until_ready(gf.final_loss)
-        runs = {"ConvDIP GD": gd, "ConvDIP GF": gf}
-        horizons = {"ConvDIP GD": t1, "ConvDIP GF": t1}
-        if options.two_layer:
+        ts_, t1_ = jnp.asarray(ts, jnp.float32), jnp.asarray(t1, jnp.float32)
+        gf = batched_flow(A_run, net, xs, ys_run, flow, ts_, t1_)
+        metrics["ConvDIP GF"] = _metrics(gf, truths, cases, t1, eta)
+        clock.done()
+        if options.adam:
+            log(f"      ConvDIP, Adam (lr {options.adam_lr:g}, {options.adam_steps} steps) ...")
+            adam = OptaxBaseline(optax.adam, jnp.asarray(options.adam_lr, jnp.float32))
+            adam_steps = save_steps(options.adam_steps, options.num_saves)
+            traj = batched_discrete(
+                A_run, net, xs, ys_run, adam, adam_steps, jnp.asarray(options.adam_steps)
+            )
+            lr = float(np.float32(options.adam_lr))
+            metrics["ConvDIP Adam"] = _metrics(traj, truths, cases, options.adam_steps * lr, lr)
             clock.done()
+        if options.two_layer:
             log(f"      two-layer DIP (k = {k}), gradient descent ...")
-            L2 = float(_batched_curvature(A_run, two, xs, ys_run, keys))
+            L2 = float(batched_curvature(A_run, two, xs, ys_run, keys))
             # Its own stable step and time scale: the two-layer net is far smoother than the
             # ConvDIP, and on the ConvDIP's interval it would barely move.
             eta2 = float(np.float32(options.step_factor / L2))
-            runs["two-layer GD"] = _batched_descent(
-                A_run,
-                two,
-                xs,
-                ys_run,
-                jnp.asarray(eta2, jnp.float32),
-                save_steps,
-                horizon,
-                unroll=4,
-            )
-            horizons["two-layer GD"] = options.steps * eta2
-        clock.done()
-        metrics = {}
-        for name, traj in runs.items():
-            per = [
-                image_metrics(traj.signal[i], jnp.asarray(truths[img], jnp.float32))
-                for i, (img, _) in enumerate(cases)
-            ]
-            metrics[name] = {
-                key_: np.stack([np.asarray(p[key_], np.float64) for p in per]) for key_ in per[0]
-            } | {
-                "loss": np.asarray(traj.loss, np.float64),
-                "ts": np.asarray(traj.ts, np.float64),
-                "signal": np.asarray(traj.signal),
-                "result": _result_names(traj.result),
-                "t1": horizons[name],
-            }
+            gd2 = GradientDescent(jnp.asarray(eta2, jnp.float32))
+            traj = batched_discrete(A_run, two, xs, ys_run, gd2, steps, horizon, unroll=4)
+            metrics["two-layer GD"] = _metrics(traj, truths, cases, options.steps * eta2, eta2)
+            clock.done()
         results[op_name] = dict(
             sv=sv,
             L=L,
@@ -426,7 +335,8 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, pathl
             t1=t1,
             stds=stds,
             ys=np.asarray(ys),
-            observations=[_observation_image(operator, ys[i], size) for i in range(len(cases))],
+            observations=[observation_image(operator, ys[i], size) for i in range(len(cases))],
+            spectra={img: dataclasses.asdict(spec) for img, spec in spectra.items()},
             metrics=metrics,
         )
         log(f"      done in {time.perf_counter() - start:.1f} s")
