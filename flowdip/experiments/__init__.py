@@ -92,8 +92,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "images": Experiment(
         "images",
-        "P3 (EUSIPCO 2024) image reconstructions: ConvDIP, compressed sensing vs blur, two "
-        "noise levels, early stopping",
+        "P3 (EUSIPCO 2024) image reconstructions: ConvDIP by descent, flow and Adam, "
+        "compressed sensing vs blur, two noise levels, early stopping, spectra",
     ),
 }
 
