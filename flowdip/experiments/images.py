@@ -6,12 +6,14 @@ Protocol (ours; every choice is an option of `Options`):
 two test images that ship with scikit-image (the camera man and the Shepp–Logan phantom),
 downscaled to 64 × 64 and scaled to `[0, 1]`; two operators, Gaussian compressed sensing with
 `m = n/2` (well conditioned, `κ ≈ 5.8`) and a Gaussian blur of σ = 1.5 px with circular
-padding (ill conditioned, `κ ≈ 10⁹`); Gaussian noise at two levels relative to the RMS of the
+padding (ill conditioned, `κ ≈ 6·10⁸`); Gaussian noise at two levels relative to the RMS of the
 clean measurements; the MSE loss; a [`flowdip.ConvDIP`][] (tanh, float32) trained by gradient
 descent with `η = 1.9/L̂` (`L̂` the top Hessian eigenvalue at `θ₀`, by Lanczos) and by the
-gradient flow (Ralston, with a step budget) on the same time interval; and the papers'
-two-layer DIP on the flattened images, trained by gradient descent, for comparison. All runs
-of one operator (images × noise levels) are one vmapped solve.
+gradient flow (Ralston, with a step budget) on the same time interval, and from the same start
+by Adam (optax); the papers' two-layer DIP on the flattened images, trained by gradient
+descent, for comparison; and each operator's singular values against the images' data and the
+noise, with what an oracle filter in that basis recovers. All runs of one operator (images ×
+noise levels) and one dynamics are one vmapped solve.
 """
 
 import dataclasses
