@@ -12,10 +12,13 @@ k = 200, 50 runs, no stop rule, the compiled sweep (compacted and `compact=False
 plain `jax.vmap` of a `lax.fori_loop` over the same descent step, at 2 000 and 20 000 steps,
 repeated alternately and timed by the minimum. Targets: compacted ≤ 1.2× the plain loop at
 2 000 steps and ≤ 1.0× at 20 000 (within the repeats' spread), and compaction ≤ 1.1× the time
-of `compact=False` where no run stops early. It also times what a sweep records that the plain
+of `compact=False` where no run stops early (its segments double while no run stops: 4 host
+round trips at 2 000 steps, 6 at 20 000). It also times what a sweep records that the plain
 loop does not (σ_min of the Jacobian at initialisation, per run, with the drawing of the
 problem that the loop does too), and the plain loop made a vmapped `while_loop` whose runs may
-each stop (what per-run stopping costs by itself).
+each stop (what per-run stopping costs by itself). The plain loop computes neither the loss
+(XLA drops it, unused) nor the parameter norm at each step; a sweep's runs need both (the stop
+rule, the divergence guard), and a last line times the plain loop with the norm added.
 
 A third part runs P1's protocol (A ~ N(0,1), step 1, stop at loss < 1e-7) on cells whose runs
 stop at very different steps, one chunk per cell, twice: with the sweep's compaction (stopped
@@ -28,10 +31,17 @@ per second of both and their ratio.
 """
 
 import argparse
+import os
 import resource
 import time
 
-import jax
+
+# As the command line does, before JAX loads LAPACK: OpenBLAS's threads (σ_min's eigensolver)
+# spin against XLA's and any other process for the cores; on a loaded 2-core machine they made
+# σ_min at initialisation 8 times as slow (1 s of a 1.2 s sweep of 2 000 steps).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 
 
 jax.config.update("jax_enable_x64", True)
@@ -170,6 +180,21 @@ def overhead(args) -> None:
         return jax.vmap(one)(keys)
 
     @eqx.filter_jit
+    def plain_norm(keys, steps):
+        # The same loop, with the parameter norm at every step (a sweep's divergence guard).
+        def one(key):
+            obj = instance.objective(key, n=n, m=m, k=k, d=d)
+
+            def body(i, carry):
+                z, top = carry
+                return dyn.step(obj, z)[1], jnp.maximum(top, jnp.linalg.norm(z))
+
+            z, top = jax.lax.fori_loop(0, steps, body, (obj.initial_state(), jnp.zeros(())))
+            return obj.value(z) + top
+
+        return jax.vmap(one)(keys)
+
+    @eqx.filter_jit
     def sigma0(keys):
         def one(key):
             return instance.objective(key, n=n, m=m, k=k, d=d).generator.sigma_min_jacobian()
@@ -196,6 +221,7 @@ def overhead(args) -> None:
             ),  # fmt: skip
             "plain, runs stop each": lambda: jax.block_until_ready(plain_stopping(keys, steps)),
             "σ_min at init alone": lambda: jax.block_until_ready(sigma0(keys)),
+            "plain, + ‖θ‖ each step": lambda: jax.block_until_ready(plain_norm(keys, steps)),
         }
         times = {name: [] for name in calls}
         for name, call in calls.items():

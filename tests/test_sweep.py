@@ -120,17 +120,52 @@ def test_compacted_descent_equals_one_vmapped_solve(monkeypatch):
         sizes.append(len(idx))
         return real(lanes, idx)
 
+    advance, segments = engine._advance_lanes, []
+
+    def segment_spy(lanes, runs, read, *args):
+        runs, outputs = advance(lanes, runs, read, *args)
+        fresh = np.asarray(runs.carry.done) & ~np.asarray(read)
+        segments.append((int(args[-1]), bool(fresh.any())))
+        return runs, outputs
+
     monkeypatch.setattr(engine, "_gather_lanes", spy)
+    monkeypatch.setattr(engine, "_advance_lanes", segment_spy)
     # Batches 16, 4, 1 rather than every halving: the same mechanism, fewer programs to compile.
     monkeypatch.setattr(engine, "_COMPACT_RATIO", 4)
     compacted = fd.sweep(grid, **kwargs)
     assert sizes and min(sizes) <= 4  # the batch of 16 shrank to its last few runs
+    # A segment doubles after one in which no run stopped and is 256 steps again after one in
+    # which some did (runs stop within a short segment of where they would).
+    first = engine._MIN_DESCENT_SEGMENT
+    assert segments[0][0] == first
+    for (length, stopped), (following, _) in zip(segments, segments[1:]):
+        assert following == (first if stopped else min(2 * length, 3001))
+    assert max(length for length, _ in segments) > first
+    assert sum(stopped for _, stopped in segments) > 1
     steps = compacted.num_steps.values
     assert steps.min() < 100 and steps.max() == 3000
     plain = fd.sweep(grid, compact=False, **kwargs)
     _same(compacted, plain)
     assert np.array_equal(steps, plain.num_steps.values)
     assert np.array_equal(compacted.result.values, plain.result.values)
+
+
+def test_runs_that_all_go_to_the_horizon_make_few_round_trips(monkeypatch):
+    # No run stops before the horizon: the segments double (256, 512, 1024, then the rest), so
+    # a chunk costs 4 round trips to the host instead of one per 256 steps.
+    advance, lengths = engine._advance_lanes, []
+
+    def spy(*args):
+        lengths.append(int(args[-1]))
+        return advance(*args)
+
+    monkeypatch.setattr(engine, "_advance_lanes", spy)
+    kwargs = dict(dynamics=DYN, num_steps=3000, instance=INSTANCE, progress=False)
+    grid = fd.Grid(n=[6], m=[4], k=[8], seeds=3, d=3)
+    ds = fd.sweep(grid, **kwargs)
+    assert lengths == [256, 512, 1024, 2048]
+    assert (ds.num_steps.values == 3000).all()
+    _same(ds, fd.sweep(grid, compact=False, **kwargs))
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(reference, tmp_path, monkeypatch):

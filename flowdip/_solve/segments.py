@@ -59,14 +59,25 @@ def horizon_array(dynamics: AbstractDynamics, horizon: int | float) -> Array:
 
 
 def segment_length(
-    dynamics: AbstractDynamics, horizon: int | float, segments: int, *, min_steps: int = 1
+    dynamics: AbstractDynamics,
+    horizon: int | float,
+    segments: int,
+    *,
+    min_steps: int = 1,
+    doublings: int = 0,
 ) -> Array | int:
     """The steps of one segment when a run is cut in about `segments` of them: of the horizon
     for a discrete dynamics (an array: it does not recompile; at least `min_steps`), of the
-    step budget `max_steps` for a flow (an int: it bounds a compiled loop)."""
+    step budget `max_steps` for a flow (an int: it bounds a compiled loop).
+
+    A discrete dynamics' segment is doubled `doublings` times (up to the whole horizon), which
+    lets a caller lengthen the segments while none of its runs stops; a flow's stays as it is
+    (each length would be another compiled loop)."""
     _check(dynamics)
     if isinstance(dynamics, AbstractDiscreteDynamics):
         length = max(1, min_steps, -(-(horizon + 1) // segments))
+        if length < horizon + 1:
+            length = min(length << min(doublings, 31), horizon + 1)
         return jnp.asarray(length, jnp.int32)
     return max(1, -(-dynamics.max_steps // segments))
 

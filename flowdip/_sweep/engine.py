@@ -72,7 +72,10 @@ def _run_chunk(instance, dynamics, horizon, stop, n_pad, m_pad, k_pad, d, keys, 
 # read out. A descent's segment is a number of its steps, a flow's a number of solver steps
 # (so that a segment costs about the same in every lane), and a run takes the same steps
 # wherever its segments end; only the round-off of batched products may differ between batch
-# sizes.
+# sizes. A descent's segment doubles after each segment in which no run stopped and falls back
+# to its first length after one in which some did: a chunk whose runs all go to the horizon
+# then makes a few round trips, not `_SEGMENTS`, while stops are still seen within a short
+# segment of where they happen. (A flow's segment bounds a compiled loop: it keeps its length.)
 #: Halving (rather than quartering) on P1's costly descent cells: 1.9× faster than one vmapped
 #: solve per chunk against 1.2×, for one more compiled program per halving.
 _COMPACT_RATIO = 2
@@ -175,17 +178,21 @@ def _execute_compacted(chunk, grid, instance, dynamics, horizon, stop, seed, dia
     pads = (chunk.n_pad, chunk.m_pad, chunk.k_pad, grid.d)
     horizon_ = horizon_array(dynamics, horizon)
     lanes, runs_ = _start_lanes(instance, dynamics, horizon_, *pads, keys, sizes, diagnostics)
-    segment = segment_length(dynamics, horizon, _SEGMENTS, min_steps=_MIN_DESCENT_SEGMENT)
     owner = np.arange(len(runs))  # the run each lane holds
     rows: dict[int, dict] = {}
+    doublings = 0  # segments in a row in which no run stopped
 
     while True:
+        segment = segment_length(
+            dynamics, horizon, _SEGMENTS, min_steps=_MIN_DESCENT_SEGMENT, doublings=doublings
+        )
         read = np.asarray([int(r) in rows for r in owner])
         runs_, outputs = _advance_lanes(
             lanes, runs_, jnp.asarray(read), dynamics, stop, horizon_, segment
         )
         done = np.asarray(runs_.carry.done)
         fresh = np.flatnonzero(done & ~read)
+        doublings = 0 if len(fresh) else doublings + 1
         if len(fresh):
             values = {name: np.asarray(v) for name, v in outputs.items()}
             for j in fresh:
