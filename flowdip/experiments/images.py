@@ -102,8 +102,10 @@ class Options:
       `max_steps_reached` (its saves stop where it stopped, and the figures show how far it
       got). The sharpening flow does not reach `steps·η` within the default budgets: what
       bounds the run's time is this budget.
-    - `adam`, `adam_lr`, `adam_steps`: also train the same ConvDIP from the same start by
-      Adam ([`flowdip.OptaxBaseline`][] with `optax.adam`), the optimizer of practice.
+    - `adam`: also train the same ConvDIP from the same start by Adam
+      ([`flowdip.OptaxBaseline`][] with `optax.adam`), the optimizer of practice.
+    - `adam_lr`: Adam's learning rate.
+    - `adam_steps`: Adam's steps (saved at as many geometrically spaced steps as descent).
     - `two_layer`: also train the papers' two-layer DIP on the flattened images.
     - `two_layer_k`: its width (default: `n`, the number of pixels).
     - `two_layer_steps`: its descent steps (at its own `η = step_factor/L̂`); it reaches its
@@ -187,8 +189,8 @@ class Options:
 
     @classmethod
     def quick(cls, **overrides) -> "Options":
-        """32 × 32 images, a smaller net, 300 steps and a flow budget of 600 steps: under a
-        minute on a 2-core CPU (51 s), mostly compilation."""
+        """32 × 32 images, a smaller net, 300 descent and Adam steps and a flow budget of 600
+        steps: under a minute on a 2-core CPU (59 s), mostly compilation."""
         base = dict(
             size=32,
             channels=8,
