@@ -67,7 +67,7 @@ def write(options, truths, cases, results) -> dict[str, pathlib.Path]:
     # -- curves: relative error and PSNR against time, one column per (operator, noise) -----
     cols = [(op, lvl) for op in ops for lvl in levels]
     fig, axes = plt.subplots(
-        2, len(cols), figsize=(3.6 * len(cols), 6.4), squeeze=False, layout="constrained"
+        2, len(cols), figsize=(max(3.6 * len(cols), 9.0), 6.4), squeeze=False, layout="constrained"
     )
     for c, (op, lvl) in enumerate(cols):
         res = results[op]
