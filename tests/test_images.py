@@ -30,6 +30,12 @@ def test_options_and_command_line_reject_bad_values(capsys):
         images.Options(flow_rtol=1e-8)
     with pytest.raises(ValueError, match="Unknown flow_solver"):
         images.Options(flow_solver="euler")
+    with pytest.raises(ValueError, match="adam_steps must be an integer >= 1"):
+        images.Options(adam_steps=0)
+    with pytest.raises(ValueError, match="adam_lr must be a finite number > 0"):
+        images.Options(adam_lr=float("nan"))
+    with pytest.raises(ValueError, match="two_layer_steps must be an integer >= 1"):
+        images.Options(two_layer_steps=0)
     assert main(["reproduce", "images", "--seeds", "3"]) == 2
     assert "--seeds" in capsys.readouterr().err
     # --max-steps sets the descent steps, checked like any option (16 saves need 15 steps).
