@@ -261,8 +261,7 @@ def _spectra_figure(options, cases, results) -> pathlib.Path:
             median = [np.median(picard[a - 1 : b - 1]) for a, b in zip(edges[:-1], edges[1:])]
             ax.plot(centre, median, color=colors[img], lw=1.4, label=img)
             if spec.kernel_energy > 0:
-                norm = np.sqrt((spec.coefficients**2).sum() + spec.kernel_energy)
-                kernel_notes.append(f"{img}: {np.sqrt(spec.kernel_energy) / norm:.2f}")
+                kernel_notes.append(f"{img}: {np.sqrt(spec.kernel_energy) / spec.norm:.2f}")
             lowest = min(lowest, min(median))
         ax.plot(index, spec.sigma, color="black", lw=1.6, label="σ_i")
         if kernel_notes:
@@ -316,13 +315,13 @@ def _spectra_table(options, cases, results) -> list[str]:
     for op, res in results.items():
         for i, (img, lvl) in enumerate(cases):
             spec = _spectrum(res["spectra"][img])
-            norm = float(np.sqrt((spec.coefficients**2).sum() + spec.kernel_energy))
             row, kernel = spec.ideal_error(float(res["stds"][i]))
             best = [float(np.nanmax(res["metrics"][name]["psnr"][i])) for name in names]
             lines.append(
                 f"{OPERATOR_NAMES[op]:<20}{img:<9}{100 * lvl:>5g}%"
                 f"{100 * spec.drowned(float(res['stds'][i])):>8.1f}%"
-                f"{_psnr(row, norm, n):>7.2f}{_psnr(np.hypot(row, kernel), norm, n):>8.2f}"
+                f"{_psnr(row, spec.norm, n):>7.2f}"
+                f"{_psnr(np.hypot(row, kernel), spec.norm, n):>8.2f}"
                 + "".join(f"{b:>14.2f}" for b in best)
             )
     return lines

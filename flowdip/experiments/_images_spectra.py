@@ -33,6 +33,11 @@ class Spectrum:
     coefficients: np.ndarray
     kernel_energy: float
 
+    @property
+    def norm(self) -> float:
+        """`‖x̄‖`: its row-space coefficients and its kernel part together."""
+        return float(np.sqrt((self.coefficients**2).sum() + self.kernel_energy))
+
     def picard(self) -> np.ndarray:
         """`σ_i |v_iᵀ x̄|`: the clean data in the singular basis, against which the noise's
         standard deviation per coefficient is the same `s` for every `i` (white noise)."""
@@ -42,7 +47,7 @@ class Spectrum:
         """The oracle diagonal filter's error `(row space, kernel)`, each relative to `‖x̄‖`:
         `√Σ min(c_i², s²/σ_i²)/‖x̄‖` and `‖P_ker x̄‖/‖x̄‖`."""
         c2 = self.coefficients**2
-        norm2 = c2.sum() + self.kernel_energy
+        norm2 = self.norm**2
         with np.errstate(divide="ignore"):
             noise = np.where(self.sigma > 0, (noise_std / self.sigma) ** 2, np.inf)
         row = float(np.sqrt(np.minimum(c2, noise).sum() / norm2))
